@@ -1,0 +1,200 @@
+// Package app assembles one Chappe homeserver from its components: it opens
+// the database (the configured one, or the embedded private cluster), loads
+// the signing key, builds the components and the HTTP router, and serves.
+// cmd/chappe and the test harnesses both start servers through it, so tests
+// run exactly what production runs.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog"
+
+	"chappe/accounts"
+	"chappe/clientapi"
+	"chappe/config"
+	"chappe/federation"
+	"chappe/mxhttp"
+	"chappe/signingkey"
+	"chappe/sqlstore"
+	"chappe/sqlstore/localpg"
+)
+
+// Server is a running homeserver's parts.
+type Server struct {
+	Config   config.Config
+	Log      zerolog.Logger
+	Store    *sqlstore.Store
+	Accounts *accounts.Service
+	Key      signingkey.Key
+
+	db      *Database
+	handler http.Handler
+}
+
+// NewLogger builds the zerolog logger the configuration asks for.
+func NewLogger(cfg config.Log, out io.Writer) zerolog.Logger {
+	level, err := zerolog.ParseLevel(cfg.Level)
+	if err != nil {
+		level = zerolog.InfoLevel
+	}
+	if cfg.Format == "console" {
+		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(out).Level(level).With().Timestamp().Logger()
+}
+
+// Database is the store plus, on the embedded default, the private cluster
+// under the data dir that must be stopped at the end.
+type Database struct {
+	Store   *sqlstore.Store
+	cluster *localpg.Cluster
+}
+
+// Close closes the pool and stops the private cluster if we started it.
+func (d *Database) Close() error {
+	d.Store.Close()
+	if d.cluster != nil {
+		return d.cluster.Stop()
+	}
+	return nil
+}
+
+// OpenDatabase connects to database.url or, when it is empty, starts the
+// private PostgreSQL cluster under data_dir/postgres; then applies migrations.
+func OpenDatabase(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Database, error) {
+	url := cfg.Database.URL
+	var cluster *localpg.Cluster
+	if url == "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return nil, fmt.Errorf("data_dir: %w", err)
+		}
+		dir := filepath.Join(cfg.DataDir, "postgres")
+		log.Info().Str("dir", dir).Msg("no database.url: starting the embedded PostgreSQL cluster")
+		var err error
+		cluster, err = localpg.Start(ctx, dir)
+		if err != nil {
+			return nil, fmt.Errorf("embedded PostgreSQL: %w", err)
+		}
+		if err := cluster.CreateDatabase(ctx, "chappe"); err != nil {
+			_ = cluster.Stop()
+			return nil, fmt.Errorf("embedded PostgreSQL: %w", err)
+		}
+		url = cluster.URL("chappe")
+	}
+	store, err := sqlstore.Open(ctx, url, cfg.Database.MaxConns)
+	if err != nil {
+		if cluster != nil {
+			_ = cluster.Stop()
+		}
+		return nil, err
+	}
+	return &Database{Store: store, cluster: cluster}, nil
+}
+
+// NewAccounts builds the accounts component from the configuration.
+func NewAccounts(cfg config.Config, store *sqlstore.Store) *accounts.Service {
+	return accounts.New(store, accounts.Config{
+		ServerName:         cfg.ServerName,
+		RegistrationMode:   cfg.Registration.Mode,
+		MinPasswordLength:  cfg.Registration.MinPasswordLength,
+		RefreshLifetime:    cfg.Auth.RefreshableAccessTokenLifetime.D(),
+		UIASessionLifetime: cfg.Auth.UIASessionLifetime.D(),
+	})
+}
+
+// Open builds a server from a verified configuration.
+func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	key, err := signingkey.LoadOrGenerate(cfg.SigningKeyPath())
+	if err != nil {
+		return nil, err
+	}
+	db, err := OpenDatabase(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Config: cfg, Log: log, Store: db.Store, Key: key, db: db}
+	s.Accounts = NewAccounts(cfg, db.Store)
+	s.handler = s.router()
+	return s, nil
+}
+
+// router is the whole HTTP surface: middleware, client API, key server.
+func (s *Server) router() http.Handler {
+	cfg := s.Config
+	r := chi.NewRouter()
+	r.NotFound(mxhttp.NotFound)
+	r.MethodNotAllowed(mxhttp.MethodNotAllowed)
+	r.Use(mxhttp.WithRequestLog(s.Log), mxhttp.Recover, mxhttp.CORS)
+
+	api := clientapi.New(clientapi.Config{
+		ServerName:       cfg.ServerName,
+		MaxRequestBytes:  cfg.ClientAPI.MaxRequestBytes,
+		RegistrationMode: cfg.Registration.Mode,
+		SharedSecret:     cfg.Registration.SharedSecret,
+		WellKnownClient:  cfg.WellKnown.ClientBaseURL,
+		WellKnownServer:  cfg.WellKnown.Server,
+		RateLimitEnabled: cfg.RateLimit.Enabled,
+		RatePerSecond:    cfg.RateLimit.PerSecond,
+		RateBurst:        cfg.RateLimit.Burst,
+		LoginPerSecond:   cfg.RateLimit.LoginPerSecond,
+		LoginBurst:       cfg.RateLimit.LoginBurst,
+	}, s.Accounts)
+	api.Routes(r)
+	r.Method(http.MethodGet, "/_matrix/key/v2/server", federation.NewKeyServer(cfg.ServerName, s.Key, cfg.SigningKey.Validity.D()))
+	return r
+}
+
+// Handler is the server's HTTP handler (for tests that bring their own listener).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve listens on client_api.listen until ctx is cancelled, then shuts down
+// gracefully (in-flight requests get up to 10 seconds).
+func (s *Server) Serve(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.Config.ClientAPI.Listen)
+	if err != nil {
+		return fmt.Errorf("client_api.listen: %w", err)
+	}
+	return s.ServeListener(ctx, ln)
+}
+
+// ServeListener serves on ln until ctx is cancelled.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 20 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          nil,
+	}
+	s.Log.Info().Str("listen", ln.Addr().String()).Str("server_name", s.Config.ServerName).Msg("client API listening")
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	if serveErr := <-errc; serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return err
+}
+
+// Close releases the database and stops the embedded cluster if we started it.
+func (s *Server) Close() error { return s.db.Close() }

@@ -1,0 +1,171 @@
+// Package clientapi is the HTTP side of /_matrix/client/* (and, later,
+// /_matrix/media/*): routing, request parsing, authentication and the mapping
+// of errors to Matrix responses. The Matrix logic lives in the domain
+// packages; this package only translates. Spec: client-server-api/_index.md.
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"chappe/accounts"
+	"chappe/mxerr"
+	"chappe/mxhttp"
+	"chappe/ratelimit"
+)
+
+// Accounts is what the client API needs from the accounts component.
+type Accounts interface {
+	Authenticate(ctx context.Context, accessToken, clientIP string) (accounts.Session, error)
+	Authorize(ctx context.Context, op accounts.Operation, auth *accounts.AuthDict) (accounts.UIAResult, error)
+	FinishUIA(ctx context.Context, sessionID string) error
+	RegistrationFlows() ([]accounts.Flow, error)
+	CheckAvailable(ctx context.Context, localpart string) error
+	CheckPasswordStrength(password string) error
+	RegistrationTokenValid(ctx context.Context, token string) (bool, error)
+	Register(ctx context.Context, req accounts.RegisterRequest) (accounts.Tokens, error)
+	NewSharedSecretNonce(ctx context.Context) (string, error)
+	RegisterWithSharedSecret(ctx context.Context, secret string, req accounts.SharedSecretRequest) (accounts.Tokens, error)
+	Login(ctx context.Context, req accounts.LoginRequest) (accounts.Tokens, error)
+	Refresh(ctx context.Context, refreshToken string) (accounts.Tokens, error)
+	Logout(ctx context.Context, sess accounts.Session) error
+	LogoutAll(ctx context.Context, sess accounts.Session) error
+	ChangePassword(ctx context.Context, sess accounts.Session, newPassword string, logoutDevices bool) error
+	Deactivate(ctx context.Context, userID string, erase bool) error
+	ListDevices(ctx context.Context, userID string) ([]accounts.Device, error)
+	GetDevice(ctx context.Context, userID, deviceID string) (accounts.Device, error)
+	RenameDevice(ctx context.Context, userID, deviceID string, name *string) error
+	DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error
+	GetProfile(ctx context.Context, userID string) (map[string]json.RawMessage, error)
+	GetProfileField(ctx context.Context, userID, key string) (json.RawMessage, error)
+	SetProfileField(ctx context.Context, userID, key string, value json.RawMessage) error
+	DeleteProfileField(ctx context.Context, userID, key string) error
+	LocalpartOf(userID string) (string, bool)
+}
+
+// Config is what the client API needs from the configuration.
+type Config struct {
+	ServerName       string
+	MaxRequestBytes  int64
+	RegistrationMode string
+	SharedSecret     string
+	WellKnownClient  string // m.homeserver.base_url; empty: 404
+	WellKnownServer  string // m.server; empty: 404
+	RateLimitEnabled bool
+	RatePerSecond    float64
+	RateBurst        int
+	LoginPerSecond   float64
+	LoginBurst       int
+}
+
+// API holds the client API's dependencies.
+type API struct {
+	cfg      Config
+	accounts Accounts
+	general  *ratelimit.Limiter // every request, per user or address
+	login    *ratelimit.Limiter // login, registration, refresh: per address
+}
+
+// New builds the client API.
+func New(cfg Config, acc Accounts) *API {
+	a := &API{cfg: cfg, accounts: acc}
+	if cfg.RateLimitEnabled {
+		a.general = ratelimit.New(cfg.RatePerSecond, cfg.RateBurst, 0)
+		a.login = ratelimit.New(cfg.LoginPerSecond, cfg.LoginBurst, 0)
+	}
+	return a
+}
+
+// Routes adds the client API to r.
+func (a *API) Routes(r chi.Router) {
+	r.Get("/.well-known/matrix/client", a.wellKnownClient)
+	r.Get("/.well-known/matrix/server", a.wellKnownServer)
+
+	// Unauthenticated, limited per address.
+	r.Group(func(r chi.Router) {
+		r.Use(a.limitByAddress(a.general))
+		r.Get("/_matrix/client/versions", a.versions)
+		r.Get("/_matrix/client/v3/login", a.loginFlows)
+	})
+
+	// Credential-bearing endpoints: the stricter login limiter.
+	r.Group(func(r chi.Router) {
+		r.Use(a.limitByAddress(a.login))
+		r.Post("/_matrix/client/v3/register", a.register)
+		r.Get("/_matrix/client/v3/register/available", a.registerAvailable)
+		r.Get("/_matrix/client/v1/register/m.login.registration_token/validity", a.registrationTokenValidity)
+		r.Post("/_matrix/client/v3/login", a.loginPassword)
+		r.Post("/_matrix/client/v3/refresh", a.refresh)
+		r.Get("/_synapse/admin/v1/register", a.sharedSecretNonce)
+		r.Post("/_synapse/admin/v1/register", a.sharedSecretRegister)
+	})
+
+	// Authenticated, limited per user.
+	r.Group(func(r chi.Router) {
+		r.Use(a.authenticate)
+		r.Use(a.limitByUser(a.general))
+		r.Get("/_matrix/client/v3/capabilities", a.capabilities)
+		r.Get("/_matrix/client/v3/account/whoami", a.whoami)
+		r.Post("/_matrix/client/v3/logout", a.logout)
+		r.Post("/_matrix/client/v3/logout/all", a.logoutAll)
+		r.Post("/_matrix/client/v3/account/password", a.changePassword)
+		r.Post("/_matrix/client/v3/account/deactivate", a.deactivate)
+		r.Get("/_matrix/client/v3/devices", a.listDevices)
+		r.Get("/_matrix/client/v3/devices/{deviceId}", a.getDevice)
+		r.Put("/_matrix/client/v3/devices/{deviceId}", a.putDevice)
+		r.Delete("/_matrix/client/v3/devices/{deviceId}", a.deleteDevice)
+		r.Post("/_matrix/client/v3/delete_devices", a.deleteDevices)
+		r.Get("/_matrix/client/v3/profile/{userId}", a.getProfile)
+		r.Get("/_matrix/client/v3/profile/{userId}/{keyName}", a.getProfileField)
+		r.Put("/_matrix/client/v3/profile/{userId}/{keyName}", a.putProfileField)
+		r.Delete("/_matrix/client/v3/profile/{userId}/{keyName}", a.deleteProfileField)
+	})
+}
+
+// decode reads a JSON object body into dst with the configured size cap.
+func (a *API) decode(r *http.Request, allowEmpty bool, dst any) error {
+	return mxhttp.DecodeJSON(r, a.cfg.MaxRequestBytes, allowEmpty, dst)
+}
+
+// limitByAddress refuses requests beyond the limiter's rate per client address.
+func (a *API) limitByAddress(l *ratelimit.Limiter) func(http.Handler) http.Handler {
+	return limit(l, func(r *http.Request) string { return "ip:" + mxhttp.ClientIP(r) })
+}
+
+// limitByUser refuses requests beyond the limiter's rate per authenticated user.
+func (a *API) limitByUser(l *ratelimit.Limiter) func(http.Handler) http.Handler {
+	return limit(l, func(r *http.Request) string { return "user:" + session(r).UserID })
+}
+
+func limit(l *ratelimit.Limiter, key func(*http.Request) string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		if l == nil {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if ok, wait := l.Allow(key(r)); !ok {
+				e := mxerr.New(mxerr.LimitExceeded, "Too many requests; retry in %s", wait.Round(time.Millisecond))
+				e.RetryAfterMs = wait.Milliseconds() + 1
+				mxhttp.WriteError(w, r, e)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// pathParam is a route parameter, percent-decoded. chi matches on the raw
+// (still encoded) path so that an encoded "/" inside a user or device ID does
+// not split it; the value must then be decoded here.
+func pathParam(r *http.Request, name string) string {
+	raw := chi.URLParam(r, name)
+	if v, err := url.PathUnescape(raw); err == nil {
+		return v
+	}
+	return raw
+}

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"chappe/app"
+	"chappe/config"
+)
+
+// loadConfig parses --config (or CHAPPE_CONFIG) and the environment.
+func loadConfig(fs *flag.FlagSet, args []string) (config.Config, error) {
+	path := fs.String("config", os.Getenv("CHAPPE_CONFIG"), "YAML configuration file")
+	if err := fs.Parse(args); err != nil {
+		return config.Config{}, err
+	}
+	cfg, err := config.Load(*path, os.Environ())
+	if err != nil {
+		return cfg, fmt.Errorf("configuration:\n%w", err)
+	}
+	return cfg, nil
+}
+
+// cmdServe runs the server until SIGINT or SIGTERM.
+func cmdServe(args []string) error {
+	cfg, err := loadConfig(flag.NewFlagSet("serve", flag.ExitOnError), args)
+	if err != nil {
+		return err
+	}
+	log := app.NewLogger(cfg.Log, os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log.Info().Str("version", version).Msg("starting chappe")
+	srv, err := app.Open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	serveErr := srv.Serve(ctx)
+	closeErr := srv.Close()
+	if serveErr != nil {
+		return serveErr
+	}
+	if closeErr != nil {
+		return fmt.Errorf("stopping the embedded database: %w", closeErr)
+	}
+	log.Info().Msg("stopped")
+	return nil
+}

@@ -1,0 +1,240 @@
+// Package config is Chappe's one YAML configuration file: its sections, their
+// defaults, the CHAPPE_* environment overrides, and Verify, which reports every
+// problem at once before the server starts.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration. Each field's yaml key is also its
+// environment name: CHAPPE_ + the key path in upper snake case
+// (client_api.listen → CHAPPE_CLIENT_API_LISTEN).
+type Config struct {
+	// ServerName is the Matrix server name: the part after the colon in user IDs.
+	ServerName string `yaml:"server_name"`
+	// DataDir holds the signing key, the embedded PostgreSQL cluster and, later, media.
+	DataDir      string       `yaml:"data_dir"`
+	Database     Database     `yaml:"database"`
+	ClientAPI    ClientAPI    `yaml:"client_api"`
+	Registration Registration `yaml:"registration"`
+	Auth         Auth         `yaml:"auth"`
+	RateLimit    RateLimit    `yaml:"rate_limit"`
+	SigningKey   SigningKey   `yaml:"signing_key"`
+	WellKnown    WellKnown    `yaml:"well_known"`
+	Log          Log          `yaml:"log"`
+}
+
+// Database says which PostgreSQL to use.
+type Database struct {
+	// URL is a PostgreSQL connection URL. Empty: start a private cluster under data_dir.
+	URL string `yaml:"url"`
+	// MaxConns caps the connection pool.
+	MaxConns int `yaml:"max_conns"`
+}
+
+// ClientAPI is the listener for /_matrix/client, /_matrix/media and /.well-known.
+type ClientAPI struct {
+	// Listen is host:port for plain HTTP (put a TLS reverse proxy in front).
+	Listen string `yaml:"listen"`
+	// MaxRequestBytes caps JSON request bodies (413 M_TOO_LARGE beyond).
+	MaxRequestBytes int64 `yaml:"max_request_bytes"`
+}
+
+// Registration modes.
+const (
+	RegistrationOpen   = "open"
+	RegistrationToken  = "token"
+	RegistrationClosed = "closed"
+)
+
+// Registration says who may create accounts through /register.
+type Registration struct {
+	// Mode is open (anyone), token (a registration token is needed) or closed.
+	Mode string `yaml:"mode"`
+	// SharedSecret enables /_synapse/admin/v1/register for operators. Empty: disabled.
+	SharedSecret string `yaml:"shared_secret"`
+	// MinPasswordLength is the shortest password accepted (M_WEAK_PASSWORD below).
+	MinPasswordLength int `yaml:"min_password_length"`
+}
+
+// Auth tunes access and refresh tokens.
+type Auth struct {
+	// RefreshableAccessTokenLifetime is how long an access token lives when the
+	// client asked for a refresh token.
+	RefreshableAccessTokenLifetime Duration `yaml:"refreshable_access_token_lifetime"`
+	// UIASessionLifetime is how long a user-interactive auth session stays usable.
+	UIASessionLifetime Duration `yaml:"uia_session_lifetime"`
+}
+
+// RateLimit is the per user (or per IP when unauthenticated) request limiter.
+type RateLimit struct {
+	// Enabled switches rate limiting on.
+	Enabled bool `yaml:"enabled"`
+	// PerSecond is the sustained rate of requests per user or IP.
+	PerSecond float64 `yaml:"per_second"`
+	// Burst is how many requests may arrive at once above the sustained rate.
+	Burst int `yaml:"burst"`
+	// LoginPerSecond is the sustained rate of login and registration attempts per IP.
+	LoginPerSecond float64 `yaml:"login_per_second"`
+	// LoginBurst is the burst of login and registration attempts per IP.
+	LoginBurst int `yaml:"login_burst"`
+}
+
+// SigningKey is the server's ed25519 federation signing key.
+type SigningKey struct {
+	// Path of the key file; generated on first start. Empty: data_dir/signing.key.
+	Path string `yaml:"path"`
+	// Validity is how long other servers may cache our key (valid_until_ts).
+	Validity Duration `yaml:"validity"`
+}
+
+// WellKnown is what /.well-known/matrix/* answers.
+type WellKnown struct {
+	// ClientBaseURL is m.homeserver.base_url in /.well-known/matrix/client. Empty: 404.
+	ClientBaseURL string `yaml:"client_base_url"`
+	// Server is m.server (host:port) in /.well-known/matrix/server. Empty: 404.
+	Server string `yaml:"server"`
+}
+
+// Log configures zerolog.
+type Log struct {
+	// Level is trace, debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json (for log collectors) or console (for people).
+	Format string `yaml:"format"`
+}
+
+// Defaults returns the configuration used when nothing is set.
+func Defaults() Config {
+	return Config{
+		ServerName: "localhost",
+		DataDir:    "./data",
+		Database:   Database{MaxConns: 20},
+		ClientAPI:  ClientAPI{Listen: "127.0.0.1:8008", MaxRequestBytes: 1 << 20},
+		Registration: Registration{
+			Mode:              RegistrationClosed,
+			MinPasswordLength: 8,
+		},
+		Auth: Auth{
+			RefreshableAccessTokenLifetime: Duration(5 * time.Minute),
+			UIASessionLifetime:             Duration(15 * time.Minute),
+		},
+		RateLimit: RateLimit{
+			Enabled:        true,
+			PerSecond:      10,
+			Burst:          50,
+			LoginPerSecond: 0.5,
+			LoginBurst:     10,
+		},
+		SigningKey: SigningKey{Validity: Duration(7 * 24 * time.Hour)},
+		Log:        Log{Level: "info", Format: "json"},
+	}
+}
+
+// Load reads the YAML file at path (if path is not empty) over the defaults,
+// then applies the CHAPPE_* environment overrides from environ, then Verify.
+// Every error found is returned together.
+func Load(path string, environ []string) (Config, error) {
+	cfg := Defaults()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("reading config: %w", err)
+		}
+		dec := yaml.NewDecoder(strings.NewReader(string(data)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, errEOF) {
+			return cfg, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	var errs []error
+	errs = append(errs, applyEnv(&cfg, environ)...)
+	if err := cfg.Verify(); err != nil {
+		errs = append(errs, err)
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// SigningKeyPath is the key file's path, defaulting under the data dir.
+func (c *Config) SigningKeyPath() string {
+	if c.SigningKey.Path != "" {
+		return c.SigningKey.Path
+	}
+	return filepath.Join(c.DataDir, "signing.key")
+}
+
+// Verify checks every field and returns all problems joined, or nil.
+func (c *Config) Verify() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if err := ValidServerName(c.ServerName); err != nil {
+		bad("server_name", "%v", err)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	if c.Database.MaxConns < 1 {
+		bad("database.max_conns", "must be at least 1, got %d", c.Database.MaxConns)
+	}
+	if _, _, err := net.SplitHostPort(c.ClientAPI.Listen); err != nil {
+		bad("client_api.listen", "must be host:port, got %q", c.ClientAPI.Listen)
+	}
+	if c.ClientAPI.MaxRequestBytes < 1024 {
+		bad("client_api.max_request_bytes", "must be at least 1024, got %d", c.ClientAPI.MaxRequestBytes)
+	}
+	switch c.Registration.Mode {
+	case RegistrationOpen, RegistrationToken, RegistrationClosed:
+	default:
+		bad("registration.mode", "must be open, token or closed, got %q", c.Registration.Mode)
+	}
+	if c.Registration.MinPasswordLength < 1 {
+		bad("registration.min_password_length", "must be at least 1")
+	}
+	if c.Auth.RefreshableAccessTokenLifetime.D() < 10*time.Second {
+		bad("auth.refreshable_access_token_lifetime", "must be at least 10s")
+	}
+	if c.Auth.UIASessionLifetime.D() < time.Minute {
+		bad("auth.uia_session_lifetime", "must be at least 1m")
+	}
+	if c.RateLimit.Enabled {
+		if c.RateLimit.PerSecond <= 0 || c.RateLimit.LoginPerSecond <= 0 {
+			bad("rate_limit", "per_second and login_per_second must be positive when enabled")
+		}
+		if c.RateLimit.Burst < 1 || c.RateLimit.LoginBurst < 1 {
+			bad("rate_limit", "burst and login_burst must be at least 1 when enabled")
+		}
+	}
+	if c.SigningKey.Validity.D() < time.Hour {
+		bad("signing_key.validity", "must be at least 1h")
+	}
+	if u := c.WellKnown.ClientBaseURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+		bad("well_known.client_base_url", "must be an http(s) URL, got %q", u)
+	}
+	if s := c.WellKnown.Server; s != "" {
+		if err := ValidServerName(s); err != nil {
+			bad("well_known.server", "%v", err)
+		}
+	}
+	switch c.Log.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be trace, debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		bad("log.format", "must be json or console, got %q", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
