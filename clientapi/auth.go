@@ -51,8 +51,11 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 			mxhttp.WriteError(w, r, err)
 			return
 		}
-		logger := zerolog.Ctx(r.Context()).With().Str("user_id", sess.UserID).Str("device_id", sess.DeviceID).Logger()
-		ctx := context.WithValue(logger.WithContext(r.Context()), sessionKey{}, sess)
+		// Name the user in every log line of this request, the access log included.
+		zerolog.Ctx(r.Context()).UpdateContext(func(c zerolog.Context) zerolog.Context {
+			return c.Str("user_id", sess.UserID).Str("device_id", sess.DeviceID)
+		})
+		ctx := context.WithValue(r.Context(), sessionKey{}, sess)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

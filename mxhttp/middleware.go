@@ -27,9 +27,11 @@ func WithRequestLog(base zerolog.Logger) func(http.Handler) http.Handler {
 			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 			r = r.WithContext(logger.WithContext(r.Context()))
 			next.ServeHTTP(rec, r)
-			ev := logger.Info()
+			// The handler may have added fields (the user, once authenticated).
+			l := zerolog.Ctx(r.Context())
+			ev := l.Info()
 			if rec.status >= 500 {
-				ev = logger.Warn()
+				ev = l.Warn()
 			}
 			ev.Str("method", r.Method).
 				Str("path", r.URL.Path).

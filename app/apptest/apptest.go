@@ -5,6 +5,7 @@ package apptest
 
 import (
 	"context"
+	"io"
 	"net"
 	"os"
 	"testing"
@@ -30,6 +31,13 @@ type Server struct {
 // stopped when the test ends.
 func Start(t testing.TB, configure ...func(*config.Config)) *Server {
 	t.Helper()
+	return StartWithLog(t, nil, configure...)
+}
+
+// StartWithLog is Start with the server's log written to logTo (JSON lines,
+// debug level), for tests that check what gets logged.
+func StartWithLog(t testing.TB, logTo io.Writer, configure ...func(*config.Config)) *Server {
+	t.Helper()
 	cfg := config.Defaults()
 	cfg.ServerName = "localhost"
 	cfg.DataDir = t.TempDir()
@@ -46,7 +54,10 @@ func Start(t testing.TB, configure ...func(*config.Config)) *Server {
 		t.Fatalf("test configuration: %v", err)
 	}
 	logOut := zerolog.Nop()
-	if os.Getenv("CHAPPE_TEST_LOG") != "" {
+	switch {
+	case logTo != nil:
+		logOut = app.NewLogger(config.Log{Level: "debug", Format: "json"}, logTo)
+	case os.Getenv("CHAPPE_TEST_LOG") != "":
 		logOut = app.NewLogger(cfg.Log, os.Stderr)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
