@@ -37,13 +37,16 @@ type Session struct {
 	LastSeenTS  *int64
 }
 
-const selectSessionByAccessSQL = `
+// selectSessionSQL joins a token with its user and device; the WHERE clause
+// says which of the two token hashes is looked up.
+const selectSessionSQL = `
 SELECT t.id, t.user_id, t.device_id, t.expires_ts, t.used, t.replaces_id, t.created_ts,
        u.is_admin, u.deactivated, d.last_seen_ts
 FROM access_tokens t
 JOIN users u ON u.user_id = t.user_id
-JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
-WHERE t.token_hash = $1`
+JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id`
+
+const selectSessionByAccessSQL = selectSessionSQL + ` WHERE t.token_hash = $1`
 
 // SessionByAccessToken finds the session of an access token hash, ErrNotFound
 // if no such token exists (never issued, logged out, or its device deleted).
@@ -51,13 +54,7 @@ func (q *Queries) SessionByAccessToken(ctx context.Context, hash []byte) (Sessio
 	return q.scanSession(ctx, selectSessionByAccessSQL, hash)
 }
 
-const selectSessionByRefreshSQL = `
-SELECT t.id, t.user_id, t.device_id, t.expires_ts, t.used, t.replaces_id, t.created_ts,
-       u.is_admin, u.deactivated, d.last_seen_ts
-FROM access_tokens t
-JOIN users u ON u.user_id = t.user_id
-JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
-WHERE t.refresh_token_hash = $1`
+const selectSessionByRefreshSQL = selectSessionSQL + ` WHERE t.refresh_token_hash = $1`
 
 // SessionByRefreshToken finds the session of a refresh token hash.
 func (q *Queries) SessionByRefreshToken(ctx context.Context, hash []byte) (Session, error) {
