@@ -13,7 +13,7 @@ func (s *Service) ChangePassword(ctx context.Context, sess Session, newPassword 
 	if err := s.CheckPasswordStrength(newPassword); err != nil {
 		return err
 	}
-	hash, err := hashPassword(newPassword)
+	hash, err := s.hash(newPassword)
 	if err != nil {
 		return err
 	}

@@ -88,21 +88,21 @@ func (s *Service) checkUserPassword(ctx context.Context, userID, password string
 	invalid := mxerr.New(mxerr.Forbidden, "Invalid username or password")
 	u, err := s.store.GetUser(ctx, userID)
 	if errors.Is(err, sqlstore.ErrNotFound) {
-		_, _ = checkPassword(dummyHash, password)
+		_, _ = s.check(dummyHash, password)
 		return invalid
 	}
 	if err != nil {
 		return err
 	}
 	if u.Deactivated {
-		_, _ = checkPassword(dummyHash, password)
+		_, _ = s.check(dummyHash, password)
 		return mxerr.New(mxerr.UserDeactivated, "This account has been deactivated")
 	}
 	if u.PasswordHash == nil {
-		_, _ = checkPassword(dummyHash, password)
+		_, _ = s.check(dummyHash, password)
 		return invalid
 	}
-	ok, err := checkPassword(*u.PasswordHash, password)
+	ok, err := s.check(*u.PasswordHash, password)
 	if err != nil {
 		return err
 	}

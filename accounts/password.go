@@ -67,3 +67,17 @@ func checkPassword(hash, password string) (bool, error) {
 // the answer takes as long as for a known one and does not reveal which
 // accounts exist.
 var dummyHash, _ = hashPassword("chappe-dummy-password")
+
+// hash is hashPassword within the service's bound on concurrent hashing.
+func (s *Service) hash(password string) (string, error) {
+	s.hashSlots <- struct{}{}
+	defer func() { <-s.hashSlots }()
+	return hashPassword(password)
+}
+
+// check is checkPassword within the service's bound on concurrent hashing.
+func (s *Service) check(hash, password string) (bool, error) {
+	s.hashSlots <- struct{}{}
+	defer func() { <-s.hashSlots }()
+	return checkPassword(hash, password)
+}

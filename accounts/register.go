@@ -75,7 +75,7 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (Tokens, er
 		if err := s.CheckPasswordStrength(req.Password); err != nil {
 			return Tokens{}, err
 		}
-		h, err := hashPassword(req.Password)
+		h, err := s.hash(req.Password)
 		if err != nil {
 			return Tokens{}, err
 		}

@@ -7,6 +7,7 @@ package accounts
 import (
 	"context"
 	"errors"
+	"runtime"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -29,11 +30,14 @@ type Service struct {
 	store *sqlstore.Store
 	cfg   Config
 	now   func() time.Time
+	// hashSlots bounds concurrent argon2id computations: each takes 19 MiB,
+	// so a burst of logins must queue rather than exhaust memory.
+	hashSlots chan struct{}
 }
 
 // New returns the accounts component on store.
 func New(store *sqlstore.Store, cfg Config) *Service {
-	return &Service{store: store, cfg: cfg, now: time.Now}
+	return &Service{store: store, cfg: cfg, now: time.Now, hashSlots: make(chan struct{}, 2*runtime.NumCPU())}
 }
 
 // Session is an authenticated request's identity.

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -137,7 +138,11 @@ func (s *Server) router() http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(mxhttp.NotFound)
 	r.MethodNotAllowed(mxhttp.MethodNotAllowed)
-	r.Use(mxhttp.WithRequestLog(s.Log), mxhttp.Recover, mxhttp.CORS)
+	var proxies []netip.Prefix
+	for _, p := range cfg.ClientAPI.TrustedProxies {
+		proxies = append(proxies, netip.MustParsePrefix(p)) // checked by config.Verify
+	}
+	r.Use(mxhttp.RealClientAddr(proxies), mxhttp.WithRequestLog(s.Log), mxhttp.Recover, mxhttp.CORS)
 
 	api := clientapi.New(clientapi.Config{
 		ServerName:       cfg.ServerName,

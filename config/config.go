@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,6 +48,9 @@ type ClientAPI struct {
 	Listen string `yaml:"listen"`
 	// MaxRequestBytes caps JSON request bodies (413 M_TOO_LARGE beyond).
 	MaxRequestBytes int64 `yaml:"max_request_bytes"`
+	// TrustedProxies are the networks (CIDR) of reverse proxies whose
+	// X-Forwarded-For header is believed; empty: the peer address is the client.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 
 // Registration modes.
@@ -119,7 +123,7 @@ func Defaults() Config {
 		ServerName: "localhost",
 		DataDir:    "./data",
 		Database:   Database{MaxConns: 20},
-		ClientAPI:  ClientAPI{Listen: "127.0.0.1:8008", MaxRequestBytes: 1 << 20},
+		ClientAPI:  ClientAPI{Listen: "127.0.0.1:8008", MaxRequestBytes: 1 << 20, TrustedProxies: []string{}},
 		Registration: Registration{
 			Mode:              RegistrationClosed,
 			MinPasswordLength: 8,
@@ -145,6 +149,7 @@ func Defaults() Config {
 // Every error found is returned together.
 func Load(path string, environ []string) (Config, error) {
 	cfg := Defaults()
+	var fileErrs []error
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -152,11 +157,20 @@ func Load(path string, environ []string) (Config, error) {
 		}
 		dec := yaml.NewDecoder(strings.NewReader(string(data)))
 		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, errEOF) {
+		err = dec.Decode(&cfg)
+		var typeErr *yaml.TypeError
+		switch {
+		case err == nil, errors.Is(err, errEOF):
+		case errors.As(err, &typeErr):
+			// Bad values: decoding went on, so keep collecting errors.
+			for _, msg := range typeErr.Errors {
+				fileErrs = append(fileErrs, fmt.Errorf("config file %s: %s", path, msg))
+			}
+		default:
 			return cfg, fmt.Errorf("config file %s: %w", path, err)
 		}
 	}
-	var errs []error
+	errs := fileErrs
 	errs = append(errs, applyEnv(&cfg, environ)...)
 	if err := cfg.Verify(); err != nil {
 		errs = append(errs, err)
@@ -189,6 +203,11 @@ func (c *Config) Verify() error {
 	}
 	if _, _, err := net.SplitHostPort(c.ClientAPI.Listen); err != nil {
 		bad("client_api.listen", "must be host:port, got %q", c.ClientAPI.Listen)
+	}
+	for _, p := range c.ClientAPI.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			bad("client_api.trusted_proxies", "%q is not a network in CIDR form like 10.0.0.0/8", p)
+		}
 	}
 	if c.ClientAPI.MaxRequestBytes < 1024 {
 		bad("client_api.max_request_bytes", "must be at least 1024, got %d", c.ClientAPI.MaxRequestBytes)

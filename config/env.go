@@ -23,7 +23,8 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 func (d *Duration) UnmarshalYAML(node *yaml.Node) error {
 	v, err := time.ParseDuration(node.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration like 30s, 5m or 168h", node.Line, node.Value)
+		// A *yaml.TypeError lets the decoder go on and report every bad field.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration like 30s, 5m or 168h", node.Line, node.Value)}}
 	}
 	*d = Duration(v)
 	return nil
@@ -114,6 +115,17 @@ func setFromString(fv reflect.Value, raw string) error {
 			return fmt.Errorf("%q is not an integer", raw)
 		}
 		fv.SetInt(n)
+	case reflect.Slice:
+		if fv.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("cannot be set from the environment (type %s)", fv.Type())
+		}
+		var items []string
+		for _, item := range strings.Split(raw, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				items = append(items, item)
+			}
+		}
+		fv.Set(reflect.ValueOf(items))
 	case reflect.Float64:
 		f, err := strconv.ParseFloat(raw, 64)
 		if err != nil {

@@ -1,7 +1,9 @@
 package mxhttp
 
 import (
+	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -78,6 +80,34 @@ func TestErrorTable(t *testing.T) {
 	} {
 		if got := mxerr.Status(code); got != status {
 			t.Errorf("Status(%s) = %d, want %d", code, got, status)
+		}
+	}
+}
+
+func TestRealClientAddr(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	cases := []struct {
+		name, peer, xff, want string
+	}{
+		{"untrusted peer: header ignored", "203.0.113.9:5555", "198.51.100.1", "203.0.113.9"},
+		{"trusted proxy, one hop", "10.1.2.3:5555", "198.51.100.1", "198.51.100.1"},
+		{"forged left entries are skipped", "10.1.2.3:5555", "6.6.6.6, 198.51.100.1", "198.51.100.1"},
+		{"chain of trusted proxies", "10.1.2.3:5555", "198.51.100.1, 10.9.9.9", "198.51.100.1"},
+		{"trusted proxy without header", "10.1.2.3:5555", "", "10.1.2.3"},
+		{"garbled hop", "10.1.2.3:5555", "not-an-ip", "10.1.2.3"},
+		{"IPv6 proxy", "[::1]:5555", "2001:db8::7", "2001:db8::7"},
+	}
+	for _, tc := range cases {
+		var got string
+		h := RealClientAddr(trusted)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = ClientIP(r) }))
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tc.peer
+		if tc.xff != "" {
+			r.Header.Set("X-Forwarded-For", tc.xff)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		if got != tc.want {
+			t.Errorf("%s: client %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -92,9 +94,52 @@ func MethodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, e.Status(), e)
 }
 
-// ClientIP is the remote address of the request without its port. Chappe does
-// not trust X-Forwarded-For: a reverse proxy in front must be configured to
-// connect from a known address (a later issue may add trusted proxies).
+// RealClientAddr rewrites RemoteAddr for requests that come through one of
+// the trusted reverse proxies: the client is the right-most X-Forwarded-For
+// entry that is not itself a trusted proxy (entries left of it could be
+// forged by the client). From anyone else the header is ignored.
+func RealClientAddr(trusted []netip.Prefix) func(http.Handler) http.Handler {
+	isTrusted := func(a netip.Addr) bool {
+		for _, p := range trusted {
+			if p.Contains(a.Unmap()) {
+				return true
+			}
+		}
+		return false
+	}
+	return func(next http.Handler) http.Handler {
+		if len(trusted) == 0 {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			peer, err := netip.ParseAddr(ClientIP(r))
+			if err != nil || !isTrusted(peer) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			var hops []string
+			for _, h := range r.Header.Values("X-Forwarded-For") {
+				hops = append(hops, strings.Split(h, ",")...)
+			}
+			for i := len(hops) - 1; i >= 0; i-- {
+				a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+				if err != nil {
+					break // a garbled hop: stop at the last address we can vouch for
+				}
+				peer = a
+				if !isTrusted(a) {
+					break
+				}
+			}
+			r2 := r.Clone(r.Context())
+			r2.RemoteAddr = netip.AddrPortFrom(peer, 0).String()
+			next.ServeHTTP(w, r2)
+		})
+	}
+}
+
+// ClientIP is the remote address of the request without its port (after
+// RealClientAddr has put the real client there, behind trusted proxies).
 func ClientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/term"
+
 	"chappe/accounts"
 	"chappe/app"
 	"chappe/config"
@@ -49,12 +51,11 @@ func cmdRegisterUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		return errors.New("register-user: --user is required")
 	}
 	if *password == "" {
-		fmt.Fprint(os.Stderr, "Password: ")
-		line, err := bufio.NewReader(stdin).ReadString('\n')
-		if err != nil && line == "" {
-			return errors.New("register-user: no password given")
+		pw, err := readPassword(stdin)
+		if err != nil {
+			return err
 		}
-		*password = strings.TrimRight(line, "\r\n")
+		*password = pw
 	}
 	localpart := strings.TrimPrefix(strings.SplitN(*user, ":", 2)[0], "@")
 	return withAccounts(cfg, func(ctx context.Context, acc *accounts.Service) error {
@@ -149,4 +150,24 @@ func cmdRegistrationToken(args []string, stdout io.Writer) error {
 		})
 	}
 	return fmt.Errorf("registration-token: unknown action %q (create, list, delete)", args[0])
+}
+
+// readPassword reads the new user's password: without echo, after a prompt,
+// from a terminal; as the first line of the input otherwise (for scripts:
+// `echo "$PW" | chappe register-user --user alice`), which keeps it out of ps.
+func readPassword(stdin io.Reader) (string, error) {
+	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(os.Stderr, "Password: ")
+		pw, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return "", fmt.Errorf("register-user: reading the password: %w", err)
+		}
+		return string(pw), nil
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return "", errors.New("register-user: no password given (use --password or pipe it on standard input)")
+	}
+	return strings.TrimRight(line, "\r\n"), nil
 }
