@@ -35,7 +35,10 @@ func cmdServe(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.Info().Str("version", version).Msg("starting chappe")
-	srv, err := app.Open(ctx, cfg, log)
+	// Start-up is not cut short by a signal: a half-started embedded cluster
+	// would be left running with nobody to stop it. A signal that arrives
+	// meanwhile makes Serve return at once, and Close stops everything.
+	srv, err := app.Open(context.Background(), cfg, log)
 	if err != nil {
 		return err
 	}
