@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"chappe/mxerr"
+	"chappe/sqlstore"
 	"chappe/sqlstore/sqltest"
 )
 
@@ -149,6 +150,14 @@ func TestUIASessionExpires(t *testing.T) {
 	s.now = func() time.Time { return real().Add(11 * time.Minute) }
 	_, err = s.Authorize(ctx, op, &AuthDict{Type: StageDummy, Session: uia.Session})
 	wantCode(t, err, mxerr.Unknown)
+	// Starting any new session purges the expired one.
+	if _, err := s.store.GetUIASession(ctx, uia.Session); err != nil {
+		t.Fatalf("expired session should still be stored before a purge: %v", err)
+	}
+	_, _ = s.Authorize(ctx, op, nil)
+	if _, err := s.store.GetUIASession(ctx, uia.Session); !errors.Is(err, sqlstore.ErrNotFound) {
+		t.Fatalf("expired session not purged: %v", err)
+	}
 }
 
 // TestRegistrationTokenSpentOnce races registrations on a one-use token: the

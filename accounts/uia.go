@@ -140,6 +140,11 @@ func (s *Service) FinishUIA(ctx context.Context, sessionID string) error {
 }
 
 func (s *Service) startUIA(ctx context.Context, op Operation) error {
+	// Every new session purges the expired ones, so unfinished sessions
+	// (anyone may start one on /register) cannot pile up.
+	if err := s.FinishUIA(ctx, ""); err != nil {
+		return err
+	}
 	sess := sqlstore.UIASession{SessionID: newSecret(""), Operation: op.Name, CreatedTS: s.now().UnixMilli()}
 	if op.UserID != "" {
 		sess.UserID = &op.UserID

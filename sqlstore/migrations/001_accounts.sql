@@ -50,6 +50,7 @@ CREATE TABLE uia_sessions (
     registration_token TEXT,                         -- token validated by m.login.registration_token, spent when registration completes
     created_ts         BIGINT NOT NULL               -- start time, ms; sessions expire after auth.uia_session_lifetime
 );
+CREATE INDEX uia_sessions_created ON uia_sessions (created_ts); -- purge of expired sessions
 
 -- Registration tokens for registration.mode = token, managed with `chappe registration-token`.
 CREATE TABLE registration_tokens (
