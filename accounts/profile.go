@@ -110,3 +110,15 @@ func checkProfileKey(key string) error {
 var mxcURI = regexp.MustCompile(`^mxc://[A-Za-z0-9.\-:\[\]]+/[A-Za-z0-9_\-]+$`)
 
 func validMXC(u string) bool { return mxcURI.MatchString(u) }
+
+// MemberProfile is the display name and avatar a local user's member events
+// carry. Unknown users and unset fields give empty strings.
+func (s *Service) MemberProfile(ctx context.Context, userID string) (displayName, avatarURL string) {
+	p, err := s.store.GetProfile(ctx, userID)
+	if err != nil {
+		return "", ""
+	}
+	_ = json.Unmarshal(p["displayname"], &displayName)
+	_ = json.Unmarshal(p["avatar_url"], &avatarURL)
+	return displayName, avatarURL
+}

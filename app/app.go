@@ -21,10 +21,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"chappe/accounts"
+	"chappe/allowlist"
 	"chappe/clientapi"
 	"chappe/config"
 	"chappe/federation"
+	"chappe/media"
 	"chappe/mxhttp"
+	"chappe/roomserver"
 	"chappe/signingkey"
 	"chappe/sqlstore"
 	"chappe/sqlstore/localpg"
@@ -36,7 +39,12 @@ type Server struct {
 	Log      zerolog.Logger
 	Store    *sqlstore.Store
 	Accounts *accounts.Service
+	Rooms    *roomserver.Roomserver
+	Media    *media.Service
 	Key      signingkey.Key
+
+	// Allowlist is the federation gate and the signed list in force.
+	Allowlist *allowlist.Service
 
 	db      *Database
 	handler http.Handler
@@ -113,6 +121,35 @@ func NewAccounts(cfg config.Config, store *sqlstore.Store) *accounts.Service {
 	})
 }
 
+// NewMedia builds the content repository from the configuration.
+func NewMedia(cfg config.Config, store *sqlstore.Store) (*media.Service, error) {
+	cutoff, _ := cfg.MediaLegacyCutoff() // checked by config.Verify
+	var allowed, denied []netip.Prefix
+	for _, p := range cfg.Media.URLPreview.AllowedNetworks {
+		allowed = append(allowed, netip.MustParsePrefix(p)) // checked by config.Verify
+	}
+	for _, p := range cfg.Media.URLPreview.DeniedNetworks {
+		denied = append(denied, netip.MustParsePrefix(p))
+	}
+	return media.New(store, media.Config{
+		ServerName:        cfg.ServerName,
+		Dir:               cfg.MediaPath(),
+		MaxUploadBytes:    cfg.Media.MaxUploadBytes,
+		UserQuotaBytes:    cfg.Media.UserQuotaBytes,
+		MaxImagePixels:    cfg.Media.MaxImagePixels,
+		LegacyCutoff:      cutoff,
+		PendingLifetime:   cfg.Media.PendingUploadLifetime.D(),
+		MaxPendingUploads: cfg.Media.MaxPendingUploads,
+		Preview: media.PreviewConfig{
+			Enabled:         cfg.Media.URLPreview.Enabled,
+			AllowedNetworks: allowed,
+			DeniedNetworks:  denied,
+			MaxPageBytes:    cfg.Media.URLPreview.MaxPageBytes,
+			Timeout:         cfg.Media.URLPreview.Timeout.D(),
+		},
+	})
+}
+
 // Open builds a server from a verified configuration.
 func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
@@ -128,6 +165,18 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 	}
 	s := &Server{Config: cfg, Log: log, Store: db.Store, Key: key, db: db}
 	s.Accounts = NewAccounts(cfg, db.Store)
+	if s.Allowlist, err = NewAllowlist(cfg, db.Store, log); err == nil {
+		err = s.Allowlist.Start(ctx)
+	}
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.Rooms = roomserver.New(roomserver.Config{ServerName: cfg.ServerName, DefaultVersion: cfg.Rooms.DefaultVersion}, db.Store, key, s.Accounts)
+	if s.Media, err = NewMedia(cfg, db.Store); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	s.handler = s.router()
 	return s, nil
 }
@@ -156,7 +205,7 @@ func (s *Server) router() http.Handler {
 		RateBurst:        cfg.RateLimit.Burst,
 		LoginPerSecond:   cfg.RateLimit.LoginPerSecond,
 		LoginBurst:       cfg.RateLimit.LoginBurst,
-	}, s.Accounts)
+	}, clientapi.Deps{Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Allowlist: s.Allowlist})
 	api.Routes(r)
 	r.Method(http.MethodGet, "/_matrix/key/v2/server", federation.NewKeyServer(cfg.ServerName, s.Key, cfg.SigningKey.Validity.D()))
 	return r
@@ -187,6 +236,12 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	s.Log.Info().Str("listen", ln.Addr().String()).Str("server_name", s.Config.ServerName).Msg("client API listening")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	// The allowlist refresh runs while we serve; it is stopped, and waited
+	// for, before we return, so Close never pulls the database from under it.
+	refreshCtx, stopRefresh := context.WithCancel(ctx)
+	refreshDone := make(chan struct{})
+	go func() { s.Allowlist.Run(refreshCtx); close(refreshDone) }()
+	defer func() { stopRefresh(); <-refreshDone }()
 	select {
 	case err := <-errc:
 		return err

@@ -63,17 +63,31 @@ type Config struct {
 	LoginBurst       int
 }
 
+// Deps are the components the client API translates requests for.
+type Deps struct {
+	Accounts Accounts
+	Rooms    Rooms
+	Media    Media
+	// Allowlist serves GET /_chappe/admin/v1/allowlist.
+	Allowlist AllowlistStatus
+}
+
 // API holds the client API's dependencies.
 type API struct {
 	cfg      Config
 	accounts Accounts
+	rooms    Rooms
+	media    Media
 	general  *ratelimit.Limiter // every request, per user or address
 	login    *ratelimit.Limiter // login, registration, refresh: per address
+
+	// allowlist reports the allowlist's status to administrators.
+	allowlist AllowlistStatus
 }
 
 // New builds the client API.
-func New(cfg Config, acc Accounts) *API {
-	a := &API{cfg: cfg, accounts: acc}
+func New(cfg Config, deps Deps) *API {
+	a := &API{cfg: cfg, accounts: deps.Accounts, rooms: deps.Rooms, media: deps.Media, allowlist: deps.Allowlist}
 	if cfg.RateLimitEnabled {
 		a.general = ratelimit.New(cfg.RatePerSecond, cfg.RateBurst, 0)
 		a.login = ratelimit.New(cfg.LoginPerSecond, cfg.LoginBurst, 0)
@@ -91,6 +105,7 @@ func (a *API) Routes(r chi.Router) {
 		r.Use(a.limitByAddress(a.general))
 		r.Get("/_matrix/client/versions", a.versions)
 		r.Get("/_matrix/client/v3/login", a.loginFlows)
+		a.legacyMediaRoutes(r)
 	})
 
 	// Credential-bearing endpoints: the stricter login limiter.
@@ -124,6 +139,9 @@ func (a *API) Routes(r chi.Router) {
 		r.Get("/_matrix/client/v3/profile/{userId}/{keyName}", a.getProfileField)
 		r.Put("/_matrix/client/v3/profile/{userId}/{keyName}", a.putProfileField)
 		r.Delete("/_matrix/client/v3/profile/{userId}/{keyName}", a.deleteProfileField)
+		a.roomRoutes(r)
+		a.mediaRoutes(r)
+		r.Get("/_chappe/admin/v1/allowlist", a.adminAllowlist)
 	})
 }
 

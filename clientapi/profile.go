@@ -77,6 +77,11 @@ func (a *API) putProfileField(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	if key == "displayname" || key == "avatar_url" {
+		// Spec: "Events on Change of Profile Information": new member events
+		// in the joined rooms. The profile change itself has succeeded.
+		_ = a.rooms.RefreshMemberProfile(r.Context(), userID)
+	}
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
@@ -88,9 +93,13 @@ func (a *API) deleteProfileField(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, mxerr.New(mxerr.Forbidden, "You can only change your own profile"))
 		return
 	}
-	if err := a.accounts.DeleteProfileField(r.Context(), userID, pathParam(r, "keyName")); err != nil {
+	key := pathParam(r, "keyName")
+	if err := a.accounts.DeleteProfileField(r.Context(), userID, key); err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
+	}
+	if key == "displayname" || key == "avatar_url" {
+		_ = a.rooms.RefreshMemberProfile(r.Context(), userID)
 	}
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }

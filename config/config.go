@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"chappe/allowlist"
 )
 
 // Config is the whole configuration. Each field's yaml key is also its
@@ -22,7 +25,7 @@ import (
 type Config struct {
 	// ServerName is the Matrix server name: the part after the colon in user IDs.
 	ServerName string `yaml:"server_name"`
-	// DataDir holds the signing key, the embedded PostgreSQL cluster and, later, media.
+	// DataDir holds the signing key, the embedded PostgreSQL cluster and media.
 	DataDir      string       `yaml:"data_dir"`
 	Database     Database     `yaml:"database"`
 	ClientAPI    ClientAPI    `yaml:"client_api"`
@@ -30,7 +33,10 @@ type Config struct {
 	Auth         Auth         `yaml:"auth"`
 	RateLimit    RateLimit    `yaml:"rate_limit"`
 	SigningKey   SigningKey   `yaml:"signing_key"`
+	Allowlist    Allowlist    `yaml:"allowlist"`
+	Rooms        Rooms        `yaml:"rooms"`
 	WellKnown    WellKnown    `yaml:"well_known"`
+	Media        Media        `yaml:"media"`
 	Log          Log          `yaml:"log"`
 }
 
@@ -93,6 +99,12 @@ type RateLimit struct {
 	LoginBurst int `yaml:"login_burst"`
 }
 
+// Rooms configures the room graph.
+type Rooms struct {
+	// DefaultVersion is the room version of rooms created without one.
+	DefaultVersion string `yaml:"default_version"`
+}
+
 // SigningKey is the server's ed25519 federation signing key.
 type SigningKey struct {
 	// Path of the key file; generated on first start. Empty: data_dir/signing.key.
@@ -101,12 +113,87 @@ type SigningKey struct {
 	Validity Duration `yaml:"validity"`
 }
 
+// Allowlist modes.
+const (
+	AllowlistEnforce = "enforce"
+	AllowlistOpen    = "open"
+)
+
+// Allowlist is the security officers' signed list of federation servers.
+type Allowlist struct {
+	// Mode is enforce (federate only with listed servers) or open (with any
+	// server: conformance suites and laboratories only).
+	Mode string `yaml:"mode"`
+	// Federation is the federation's name; lists for another one are refused.
+	Federation string `yaml:"federation"`
+	// TrustedKeys are the officers' public keys, "SIGNER ed25519:KEYID KEY".
+	TrustedKeys []string `yaml:"trusted_keys"`
+	// Threshold is how many distinct trusted keys must sign a list (k of n).
+	Threshold int `yaml:"threshold"`
+	// File is a local copy of the signed list, read at every refresh. Empty: none.
+	File string `yaml:"file"`
+	// URL is an https:// address of the signed list, polled with ETag. Empty: none.
+	URL string `yaml:"url"`
+	// RefreshInterval is the time between two reads of the file and the URL.
+	RefreshInterval Duration `yaml:"refresh_interval"`
+}
+
 // WellKnown is what /.well-known/matrix/* answers.
 type WellKnown struct {
 	// ClientBaseURL is m.homeserver.base_url in /.well-known/matrix/client. Empty: 404.
 	ClientBaseURL string `yaml:"client_base_url"`
 	// Server is m.server (host:port) in /.well-known/matrix/server. Empty: 404.
 	Server string `yaml:"server"`
+}
+
+// Media is the content repository (uploads, downloads, thumbnails, previews).
+type Media struct {
+	// Path is the directory of the media files. Empty: data_dir/media.
+	Path string `yaml:"path"`
+	// MaxUploadBytes caps one upload (413 M_TOO_LARGE beyond).
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// UserQuotaBytes caps the total size of one user's uploads; 0: no quota.
+	UserQuotaBytes int64 `yaml:"user_quota_bytes"`
+	// MaxImagePixels: larger images (width × height) are not thumbnailed.
+	MaxImagePixels int64 `yaml:"max_image_pixels"`
+	// LegacyDownloadCutoff (RFC 3339): media uploaded before it stays on the
+	// unauthenticated /_matrix/media/v3 download endpoints. Empty: none does.
+	LegacyDownloadCutoff string `yaml:"legacy_download_cutoff"`
+	// PendingUploadLifetime is how long an mxc:// URI from /create awaits its content.
+	PendingUploadLifetime Duration `yaml:"pending_upload_lifetime"`
+	// MaxPendingUploads is how many such URIs one user may have awaiting at once.
+	MaxPendingUploads int             `yaml:"max_pending_uploads"`
+	URLPreview        MediaURLPreview `yaml:"url_preview"`
+}
+
+// MediaURLPreview is /preview_url, which makes the server fetch URLs.
+type MediaURLPreview struct {
+	// Enabled switches URL previews on.
+	Enabled bool `yaml:"enabled"`
+	// AllowedNetworks (CIDR) are fetched even inside the built-in denied ranges.
+	AllowedNetworks []string `yaml:"allowed_networks"`
+	// DeniedNetworks (CIDR) are never fetched, in addition to the built-in ranges.
+	DeniedNetworks []string `yaml:"denied_networks"`
+	// MaxPageBytes is how much of a page is read.
+	MaxPageBytes int64 `yaml:"max_page_bytes"`
+	// Timeout bounds one preview.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// MediaPath is the media directory, defaulting under the data dir.
+func (c *Config) MediaPath() string {
+	if c.Media.Path != "" {
+		return c.Media.Path
+	}
+	return filepath.Join(c.DataDir, "media")
+}
+
+// MediaLegacyCutoff is media.legacy_download_cutoff parsed; zero when empty.
+func (c *Config) MediaLegacyCutoff() (time.Time, error) {
+	if c.Media.LegacyDownloadCutoff == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(time.RFC3339, c.Media.LegacyDownloadCutoff)
 }
 
 // Log configures zerolog.
@@ -140,7 +227,26 @@ func Defaults() Config {
 			LoginBurst:     10,
 		},
 		SigningKey: SigningKey{Validity: Duration(7 * 24 * time.Hour)},
-		Log:        Log{Level: "info", Format: "json"},
+		Rooms:      Rooms{DefaultVersion: "10"},
+		Allowlist: Allowlist{
+			Mode:            AllowlistEnforce,
+			TrustedKeys:     []string{},
+			Threshold:       2,
+			RefreshInterval: Duration(5 * time.Minute),
+		},
+		Media: Media{
+			MaxUploadBytes:        100 << 20,
+			MaxImagePixels:        32_000_000,
+			PendingUploadLifetime: Duration(24 * time.Hour),
+			MaxPendingUploads:     10,
+			URLPreview: MediaURLPreview{
+				AllowedNetworks: []string{},
+				DeniedNetworks:  []string{},
+				MaxPageBytes:    1 << 20,
+				Timeout:         Duration(10 * time.Second),
+			},
+		},
+		Log: Log{Level: "info", Format: "json"},
 	}
 }
 
@@ -234,6 +340,11 @@ func (c *Config) Verify() error {
 			bad("rate_limit", "burst and login_burst must be at least 1 when enabled")
 		}
 	}
+	switch c.Rooms.DefaultVersion {
+	case "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12":
+	default:
+		bad("rooms.default_version", "must be a room version from 1 to 12, got %q", c.Rooms.DefaultVersion)
+	}
 	if c.SigningKey.Validity.D() < time.Hour {
 		bad("signing_key.validity", "must be at least 1h")
 	}
@@ -245,6 +356,41 @@ func (c *Config) Verify() error {
 			bad("well_known.server", "%v", err)
 		}
 	}
+	if c.Media.MaxUploadBytes < 1024 {
+		bad("media.max_upload_bytes", "must be at least 1024, got %d", c.Media.MaxUploadBytes)
+	}
+	if c.Media.UserQuotaBytes < 0 {
+		bad("media.user_quota_bytes", "must be 0 (no quota) or more, got %d", c.Media.UserQuotaBytes)
+	}
+	if c.Media.MaxImagePixels < 10_000 {
+		bad("media.max_image_pixels", "must be at least 10000, got %d", c.Media.MaxImagePixels)
+	}
+	if _, err := c.MediaLegacyCutoff(); err != nil {
+		bad("media.legacy_download_cutoff", "must be empty or an RFC 3339 time like 2024-09-01T00:00:00Z, got %q", c.Media.LegacyDownloadCutoff)
+	}
+	if c.Media.PendingUploadLifetime.D() < time.Minute {
+		bad("media.pending_upload_lifetime", "must be at least 1m")
+	}
+	if c.Media.MaxPendingUploads < 1 {
+		bad("media.max_pending_uploads", "must be at least 1, got %d", c.Media.MaxPendingUploads)
+	}
+	for _, p := range c.Media.URLPreview.AllowedNetworks {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			bad("media.url_preview.allowed_networks", "%q is not a network in CIDR form like 192.0.2.0/24", p)
+		}
+	}
+	for _, p := range c.Media.URLPreview.DeniedNetworks {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			bad("media.url_preview.denied_networks", "%q is not a network in CIDR form like 192.0.2.0/24", p)
+		}
+	}
+	if c.Media.URLPreview.MaxPageBytes < 1024 {
+		bad("media.url_preview.max_page_bytes", "must be at least 1024, got %d", c.Media.URLPreview.MaxPageBytes)
+	}
+	if c.Media.URLPreview.Timeout.D() < time.Second {
+		bad("media.url_preview.timeout", "must be at least 1s")
+	}
+	c.verifyAllowlist(bad)
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":
 	default:
@@ -256,4 +402,36 @@ func (c *Config) Verify() error {
 		bad("log.format", "must be json or console, got %q", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// verifyAllowlist checks the allowlist section.
+func (c *Config) verifyAllowlist(bad func(key, format string, args ...any)) {
+	a := c.Allowlist
+	switch a.Mode {
+	case AllowlistEnforce, AllowlistOpen:
+	default:
+		bad("allowlist.mode", "must be enforce or open, got %q", a.Mode)
+	}
+	keys, err := allowlist.ParseTrustedKeys(a.TrustedKeys)
+	if err != nil {
+		bad("allowlist.trusted_keys", "%v", err)
+	}
+	if a.Threshold < 1 {
+		bad("allowlist.threshold", "must be at least 1, got %d", a.Threshold)
+	} else if n := allowlist.DistinctSigners(keys); err == nil && n > 0 && a.Threshold > n {
+		bad("allowlist.threshold", "is %d but the trusted keys belong to only %d signers, so no list could ever be accepted", a.Threshold, n)
+	}
+	if len(a.TrustedKeys) > 0 || a.Federation != "" {
+		if err := allowlist.ValidFederationName(a.Federation); err != nil {
+			bad("allowlist.federation", "must name the federation when trusted keys are set: %v", err)
+		}
+	}
+	if a.URL != "" {
+		if u, err := url.Parse(a.URL); err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("allowlist.url", "must be an https:// URL, got %q", a.URL)
+		}
+	}
+	if a.RefreshInterval.D() < time.Second {
+		bad("allowlist.refresh_interval", "must be at least 1s")
+	}
 }

@@ -53,6 +53,7 @@ const (
 	ThreepidDenied        Code = "M_THREEPID_DENIED"
 	NotYetUploaded        Code = "M_NOT_YET_UPLOADED"
 	CannotOverwriteMedia  Code = "M_CANNOT_OVERWRITE_MEDIA"
+	BadAlias              Code = "M_BAD_ALIAS"
 )
 
 // statusByCode is the one table from Matrix error code to HTTP status.
@@ -92,6 +93,7 @@ var statusByCode = map[Code]int{
 	ThreepidDenied:        http.StatusForbidden,
 	NotYetUploaded:        http.StatusGatewayTimeout,
 	CannotOverwriteMedia:  http.StatusConflict,
+	BadAlias:              http.StatusBadRequest,
 }
 
 // Status returns the HTTP status for code, 500 if the code is not in the table.

@@ -1,0 +1,215 @@
+package roomserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"chappe/mxerr"
+	"chappe/sqlstore"
+)
+
+// SendRequest is a client's message or state event.
+type SendRequest struct {
+	UserID   string
+	DeviceID string
+	RoomID   string
+	Type     string
+	StateKey *string // nil: a message event
+	Content  json.RawMessage
+	TxnID    string // "" for state events, which are not transactional
+}
+
+// maxEventBytes is the spec's size limit on a whole event (PDU).
+const maxEventBytes = 65536
+
+// Send appends a message or state event from a local user. A message with
+// a transaction ID already used by this device returns the first event ID
+// and changes nothing. Spec: PUT /rooms/{roomId}/send/{eventType}/{txnId},
+// PUT /rooms/{roomId}/state/{eventType}/{stateKey}.
+func (r *Roomserver) Send(ctx context.Context, req SendRequest) (string, error) {
+	if req.TxnID != "" {
+		id, err := r.store.ClientTxnEvent(ctx, req.UserID, req.DeviceID, req.TxnID)
+		if err == nil {
+			return id, nil
+		}
+		if !errors.Is(err, sqlstore.ErrNotFound) {
+			return "", err
+		}
+	}
+	if err := checkEventType(req.Type); err != nil {
+		return "", err
+	}
+	if req.StateKey != nil {
+		if err := validateStateContent(req.Type, req.Content); err != nil {
+			return "", err
+		}
+	}
+	if req.Type == "m.room.redaction" {
+		return "", mxerr.New(mxerr.BadJSON, "Use PUT /rooms/{roomId}/redact/{eventId}/{txnId} to redact")
+	}
+	var eventID string
+	err := r.store.InTx(ctx, func(q *sqlstore.Queries) error {
+		w, err := r.openWriter(ctx, q, req.RoomID)
+		if err != nil {
+			return err
+		}
+		if req.Type == "m.room.canonical_alias" && req.StateKey != nil && *req.StateKey == "" {
+			if err := r.checkCanonicalAlias(ctx, q, req.RoomID, req.Content); err != nil {
+				return err
+			}
+		}
+		var txn *sqlstore.ClientTxn
+		if req.TxnID != "" {
+			txn = &sqlstore.ClientTxn{UserID: req.UserID, DeviceID: req.DeviceID, TxnID: req.TxnID, CreatedTS: r.now().UnixMilli()}
+		}
+		a, err := w.appendWithTxn(ctx, proto{Sender: req.UserID, Type: req.Type, StateKey: req.StateKey, Content: req.Content}, txn)
+		if err != nil {
+			return r.explainRefusal(ctx, w, req.UserID, req.Type, req.StateKey != nil, err)
+		}
+		eventID = a.Event.EventID()
+		return nil
+	})
+	if errors.Is(err, sqlstore.ErrConflict) && req.TxnID != "" {
+		// The same transaction raced in from a retry: its event is the answer.
+		return r.store.ClientTxnEvent(ctx, req.UserID, req.DeviceID, req.TxnID)
+	}
+	if err != nil {
+		return "", err
+	}
+	return eventID, nil
+}
+
+// RedactRequest asks to redact an event. Spec: PUT /rooms/{roomId}/redact/{eventId}/{txnId}.
+type RedactRequest struct {
+	UserID   string
+	DeviceID string
+	RoomID   string
+	EventID  string
+	Reason   string
+	TxnID    string
+}
+
+// Redact sends an m.room.redaction for an event of the room. The sender may
+// redact their own events, or anyone's with the power level "redact".
+func (r *Roomserver) Redact(ctx context.Context, req RedactRequest) (string, error) {
+	if id, err := r.store.ClientTxnEvent(ctx, req.UserID, req.DeviceID, req.TxnID); err == nil {
+		return id, nil
+	} else if !errors.Is(err, sqlstore.ErrNotFound) {
+		return "", err
+	}
+	var eventID string
+	err := r.store.InTx(ctx, func(q *sqlstore.Queries) error {
+		w, err := r.openWriter(ctx, q, req.RoomID)
+		if err != nil {
+			return err
+		}
+		target, err := q.EventByID(ctx, req.EventID)
+		if errors.Is(err, sqlstore.ErrNotFound) || (err == nil && target.RoomID != req.RoomID) {
+			return mxerr.New(mxerr.NotFound, "Event %s is not in room %s", req.EventID, req.RoomID)
+		}
+		if err != nil {
+			return err
+		}
+		if membership, err := w.membership(ctx, req.UserID); err != nil {
+			return err
+		} else if membership != "join" {
+			return mxerr.New(mxerr.Forbidden, "You are not joined to room %s", req.RoomID)
+		}
+		if target.Sender != req.UserID {
+			level, err := w.userLevel(ctx, req.UserID)
+			if err != nil {
+				return err
+			}
+			pl, err := w.powerLevels(ctx)
+			if err != nil {
+				return err
+			}
+			if level < pl.Redact {
+				return mxerr.New(mxerr.Forbidden, "Redacting other users' events needs power level %d; you have %d", pl.Redact, level)
+			}
+		}
+		c := map[string]any{}
+		if req.Reason != "" {
+			c["reason"] = req.Reason
+		}
+		p := proto{Sender: req.UserID, Type: "m.room.redaction"}
+		if versionNumber(w.room.RoomVersion) >= 11 {
+			c["redacts"] = req.EventID
+		} else {
+			p.Redacts = req.EventID
+		}
+		p.Content = content(c)
+		txn := &sqlstore.ClientTxn{UserID: req.UserID, DeviceID: req.DeviceID, TxnID: req.TxnID, CreatedTS: r.now().UnixMilli()}
+		a, err := w.appendWithTxn(ctx, p, txn)
+		if err != nil {
+			return r.explainRefusal(ctx, w, req.UserID, p.Type, false, err)
+		}
+		eventID = a.Event.EventID()
+		return nil
+	})
+	if errors.Is(err, sqlstore.ErrConflict) {
+		return r.store.ClientTxnEvent(ctx, req.UserID, req.DeviceID, req.TxnID)
+	}
+	return eventID, err
+}
+
+// explainRefusal turns an auth-rule refusal into the error a client can act
+// on: not a member, or the power level that was needed.
+func (r *Roomserver) explainRefusal(ctx context.Context, w *writer, userID, evType string, isState bool, cause error) error {
+	e, ok := mxerr.As(cause)
+	if !ok || e.Code != mxerr.Forbidden {
+		return cause
+	}
+	membership, err := w.membership(ctx, userID)
+	if err != nil {
+		return cause
+	}
+	if membership != "join" {
+		return mxerr.New(mxerr.Forbidden, "You are not joined to room %s (your membership is %q)", w.room.RoomID, membership)
+	}
+	pl, err := w.powerLevels(ctx)
+	if err != nil {
+		return cause
+	}
+	level, err := w.userLevel(ctx, userID)
+	if err != nil {
+		return cause
+	}
+	if needed := pl.EventLevel(evType, isState); level < needed {
+		return mxerr.New(mxerr.Forbidden, "Sending %s in this room needs power level %d; you have %d", evType, needed, level)
+	}
+	return cause
+}
+
+// checkEventType refuses empty or oversized event types.
+func checkEventType(t string) error {
+	if t == "" || len(t) > 255 {
+		return mxerr.New(mxerr.InvalidParam, "The event type must be 1 to 255 bytes long")
+	}
+	return nil
+}
+
+// checkCanonicalAlias checks that every alias of an m.room.canonical_alias
+// exists and points at this room (spec: m.room.canonical_alias, M_BAD_ALIAS).
+func (r *Roomserver) checkCanonicalAlias(ctx context.Context, q *sqlstore.Queries, roomID string, raw json.RawMessage) error {
+	var c struct {
+		Alias      string   `json:"alias"`
+		AltAliases []string `json:"alt_aliases"`
+	}
+	_ = json.Unmarshal(raw, &c)
+	all := c.AltAliases
+	if c.Alias != "" {
+		all = append([]string{c.Alias}, all...)
+	}
+	for _, a := range all {
+		target, _, err := q.ResolveAlias(ctx, a)
+		if errors.Is(err, sqlstore.ErrNotFound) || (err == nil && target != roomID) {
+			return mxerr.New(mxerr.BadAlias, "The alias %s does not point to this room", a)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
