@@ -122,3 +122,8 @@ func (s *Service) MemberProfile(ctx context.Context, userID string) (displayName
 	_ = json.Unmarshal(p["avatar_url"], &avatarURL)
 	return displayName, avatarURL
 }
+
+// UserExists tells whether a local account exists (deactivated ones count).
+func (s *Service) UserExists(ctx context.Context, userID string) (bool, error) {
+	return s.store.UserExists(ctx, userID)
+}

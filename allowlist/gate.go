@@ -49,12 +49,26 @@ func (e *NotAllowedError) Error() string {
 }
 
 // Allowed tells whether this server may exchange anything with the server
-// named serverName (compared exactly). It takes no lock.
-func (s *Service) Allowed(serverName string) bool { return s.Check(serverName) == nil }
+// named serverName (compared exactly). It takes no lock and allocates
+// nothing.
+func (s *Service) Allowed(serverName string) bool {
+	if serverName == s.cfg.ServerName || s.cfg.Mode == Open {
+		return true
+	}
+	snap := s.snap.Load()
+	if snap.closed != "" {
+		return false
+	}
+	if _, ok := snap.doc.Servers[serverName]; !ok {
+		return false
+	}
+	return s.now().UnixMilli() < snap.doc.ExpiresAt
+}
 
-// Check is Allowed with the reason: nil, or a *NotAllowedError. Our own
-// server name is always allowed; in open mode every server is. Otherwise
-// the list in force must exist, be unexpired and name both us and serverName.
+// Check is Allowed with the reason: nil, or a *NotAllowedError (for
+// messages and logs; Allowed is the fast path). Our own server name is
+// always allowed; in open mode every server is. Otherwise the list in force
+// must exist, be unexpired and name both us and serverName.
 func (s *Service) Check(serverName string) error {
 	if serverName == s.cfg.ServerName || s.cfg.Mode == Open {
 		return nil

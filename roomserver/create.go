@@ -72,7 +72,7 @@ func (r *Roomserver) CreateRoom(ctx context.Context, creator string, req CreateR
 		return "", mxerr.New(mxerr.InvalidParam, "visibility must be public or private, not %q", req.Visibility)
 	}
 	for _, u := range req.Invite {
-		if err := r.checkUserID(u); err != nil {
+		if err := r.checkInvitee(ctx, u); err != nil {
 			return "", err
 		}
 	}
@@ -329,6 +329,28 @@ func (r *Roomserver) memberContent(ctx context.Context, userID, membership, reas
 func (r *Roomserver) checkUserID(u string) error {
 	if !strings.HasPrefix(u, "@") || !strings.Contains(u, ":") || len(u) > 255 {
 		return mxerr.New(mxerr.InvalidParam, "%q is not a valid user ID", u)
+	}
+	return nil
+}
+
+// checkInvitee validates an invitee: a well-formed ID, an existing account
+// if local, and (until federation exists) a local user.
+func (r *Roomserver) checkInvitee(ctx context.Context, u string) error {
+	if err := r.checkUserID(u); err != nil {
+		return err
+	}
+	if !strings.HasSuffix(u, ":"+r.cfg.ServerName) {
+		return mxerr.New(mxerr.Forbidden, "Inviting %s needs federation with its server, which is not available yet", u)
+	}
+	if r.profiles == nil {
+		return nil
+	}
+	ok, err := r.profiles.UserExists(ctx, u)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return mxerr.New(mxerr.NotFound, "There is no user %s", u)
 	}
 	return nil
 }

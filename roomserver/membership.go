@@ -165,11 +165,8 @@ func (r *Roomserver) Leave(ctx context.Context, req MembershipRequest) error {
 
 // Invite invites a user. Spec: POST /rooms/{roomId}/invite.
 func (r *Roomserver) Invite(ctx context.Context, req MembershipRequest) error {
-	if err := r.checkUserID(req.Target); err != nil {
+	if err := r.checkInvitee(ctx, req.Target); err != nil {
 		return err
-	}
-	if !strings.HasSuffix(req.Target, ":"+r.cfg.ServerName) {
-		return mxerr.New(mxerr.Forbidden, "Inviting %s needs federation with its server, which is not available yet", req.Target)
 	}
 	return r.changeOther(ctx, req, "invite")
 }

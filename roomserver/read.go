@@ -119,9 +119,9 @@ func (r *Roomserver) Members(ctx context.Context, viewer Viewer, roomID string, 
 		if err != nil {
 			return nil, err
 		}
-		// The state after the last event at or before the token, capped by
-		// what the user may read.
-		rows, err := rd.q.EventsPage(ctx, roomID, Position{Depth: pos.Depth, Stream: pos.Stream + 1}, false, 1, sqlstore.EventFilter{})
+		// The state after the last event before the gap, capped by what the
+		// user may read.
+		rows, err := rd.q.EventsPage(ctx, roomID, pos, false, 1, sqlstore.EventFilter{})
 		if err != nil {
 			return nil, err
 		}
@@ -207,8 +207,15 @@ func (r *Roomserver) JoinedRooms(ctx context.Context, userID string) ([]string, 
 	return rooms, err
 }
 
-// Tokens: a position in a room's topological order is written
-// "t<depth>_<stream>". Spec: pagination tokens are opaque to clients.
+// Tokens mark gaps between events: "t<depth>_<stream>" is the gap just
+// before the event at (depth, stream) in the room's topological order (the
+// position need not hold an event). Paging backwards from a gap returns the
+// events before it; forwards, the events after it, so a backward page's end
+// token read forwards gives back the same events. Spec: pagination tokens
+// are opaque to clients.
+
+// gapAfter is the gap right after an event.
+func gapAfter(p Position) Position { return Position{Depth: p.Depth, Stream: p.Stream + 1} }
 
 // Token writes a position as a pagination token.
 func Token(p Position) string { return fmt.Sprintf("t%d_%d", p.Depth, p.Stream) }
@@ -264,9 +271,15 @@ func (r *Roomserver) Messages(ctx context.Context, viewer Viewer, roomID string,
 			return MessagesResponse{}, rd.notMember()
 		}
 	}
-	from := Position{Depth: math.MaxInt64, Stream: math.MaxInt64}
-	if req.Forwards {
-		from = Position{}
+	var from Position // forwards: the gap before the first event
+	if !req.Forwards {
+		// backwards: the gap after the latest event, a real position so the
+		// token can later be used to page forwards from "now"
+		latest, err := rd.q.LatestPosition(ctx, roomID)
+		if err != nil {
+			return MessagesResponse{}, err
+		}
+		from = gapAfter(latest)
 	}
 	if req.From != "" {
 		if from, err = ParseToken(req.From); err != nil {
@@ -302,11 +315,17 @@ func (r *Roomserver) Messages(ctx context.Context, viewer Viewer, roomID string,
 		}
 		for _, row := range page {
 			p := posOf(row)
-			if to != nil && ((req.Forwards && !before(p, *to)) || (!req.Forwards && !before(*to, p))) {
+			// A forward page stops at the gap "to" (events before it); a
+			// backward page at the events at or after it.
+			if to != nil && ((req.Forwards && !before(p, *to)) || (!req.Forwards && before(p, *to))) {
 				exhausted = true
 				break
 			}
-			pos = p
+			if req.Forwards {
+				pos = gapAfter(p)
+			} else {
+				pos = p
+			}
 			ok, err := rd.canSee(ctx, row)
 			if err != nil {
 				return MessagesResponse{}, err
@@ -380,28 +399,27 @@ func (r *Roomserver) Context(ctx context.Context, viewer Viewer, roomID, eventID
 	if err != nil {
 		return ContextResponse{}, err
 	}
-	afterResp, err := r.Messages(ctx, viewer, roomID, MessagesRequest{From: Token(at), Forwards: true, Limit: max(limit-nBefore, 1), Filter: filter})
+	afterResp, err := r.Messages(ctx, viewer, roomID, MessagesRequest{From: Token(gapAfter(at)), Forwards: true, Limit: max(limit-nBefore, 1), Filter: filter})
 	if err != nil {
 		return ContextResponse{}, err
 	}
 	if nBefore == 0 {
-		beforeResp.Chunk, beforeResp.End = []ClientEvent{}, Token(at)
+		beforeResp.Chunk = []ClientEvent{}
 	}
 	if limit-nBefore == 0 {
-		afterResp.Chunk, afterResp.End = []ClientEvent{}, Token(at)
+		afterResp.Chunk = []ClientEvent{}
 	}
-	resp := ContextResponse{Event: ev, EventsBefore: beforeResp.Chunk, EventsAfter: afterResp.Chunk, Start: beforeResp.End, End: afterResp.End}
-	if resp.Start == "" {
-		resp.Start = Token(Position{})
+	// start: the gap before the earliest event returned; end: the gap after
+	// the last one.
+	resp := ContextResponse{Event: ev, EventsBefore: beforeResp.Chunk, EventsAfter: afterResp.Chunk, Start: Token(at), End: Token(gapAfter(at))}
+	if n := len(beforeResp.Chunk); n > 0 {
+		if first, err := r.store.EventByID(ctx, beforeResp.Chunk[n-1].EventID); err == nil {
+			resp.Start = Token(posOf(first))
+		}
 	}
-	if resp.End == "" {
-		resp.End = Token(at)
-		if n := len(afterResp.Chunk); n > 0 {
-			last, err := r.store.EventByID(ctx, afterResp.Chunk[n-1].EventID)
-			if err != nil {
-				return ContextResponse{}, err
-			}
-			resp.End = Token(posOf(last))
+	if n := len(afterResp.Chunk); n > 0 {
+		if last, err := r.store.EventByID(ctx, afterResp.Chunk[n-1].EventID); err == nil {
+			resp.End = Token(gapAfter(posOf(last)))
 		}
 	}
 	rd, err := r.openReader(ctx, roomID, viewer.UserID)

@@ -30,9 +30,10 @@ type Config struct {
 }
 
 // Profiles gives the display name and avatar of local users for their
-// member events.
+// member events, and tells which local users exist.
 type Profiles interface {
 	MemberProfile(ctx context.Context, userID string) (displayName, avatarURL string)
+	UserExists(ctx context.Context, userID string) (bool, error)
 }
 
 // Roomserver is the room component.

@@ -28,15 +28,10 @@ const maxEventBytes = 65536
 // and changes nothing. Spec: PUT /rooms/{roomId}/send/{eventType}/{txnId},
 // PUT /rooms/{roomId}/state/{eventType}/{stateKey}.
 func (r *Roomserver) Send(ctx context.Context, req SendRequest) (string, error) {
-	if req.TxnID != "" {
-		id, err := r.store.ClientTxnEvent(ctx, req.UserID, req.DeviceID, req.TxnID)
-		if err == nil {
-			return id, nil
-		}
-		if !errors.Is(err, sqlstore.ErrNotFound) {
-			return "", err
-		}
-	}
+	// The transaction ID is not looked up first: the common case is a new
+	// transaction, and a repeated one is caught by the unique key when the
+	// event is stored (the transaction then rolls back and the first event
+	// is returned). That saves a round trip on every send.
 	if err := checkEventType(req.Type); err != nil {
 		return "", err
 	}
@@ -70,9 +65,12 @@ func (r *Roomserver) Send(ctx context.Context, req SendRequest) (string, error) 
 		eventID = a.Event.EventID()
 		return nil
 	})
-	if errors.Is(err, sqlstore.ErrConflict) && req.TxnID != "" {
-		// The same transaction raced in from a retry: its event is the answer.
-		return r.store.ClientTxnEvent(ctx, req.UserID, req.DeviceID, req.TxnID)
+	if err != nil && req.TxnID != "" {
+		// A retry of a stored transaction (possibly refused now, e.g. the
+		// user left since): its first event is the answer.
+		if id, lookupErr := r.store.ClientTxnEvent(ctx, req.UserID, req.DeviceID, req.TxnID); lookupErr == nil {
+			return id, nil
+		}
 	}
 	if err != nil {
 		return "", err

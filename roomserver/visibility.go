@@ -36,6 +36,14 @@ func (r *Roomserver) openReader(ctx context.Context, roomID, userID string) (*re
 	if err != nil {
 		return nil, err
 	}
+	// A forgotten room's history is gone for the user: read as if they had
+	// never been there (spec: POST /rooms/{roomId}/forget). Joining or being
+	// invited again clears the mark.
+	if forgotten, err := q.RoomForgotten(ctx, userID, roomID); err != nil {
+		return nil, err
+	} else if forgotten {
+		history = nil
+	}
 	return &reader{r: r, q: q, room: room, userID: userID, current: current, history: history}, nil
 }
 
@@ -173,7 +181,7 @@ func (rd *reader) stateView(ctx context.Context) (*snapshot, error) {
 		}
 		// The state after the user's last membership event.
 		last := rd.history[len(rd.history)-1]
-		rows, err := rd.q.EventsPage(ctx, rd.room.RoomID, Position{Depth: last.Pos.Depth, Stream: last.Pos.Stream - 1}, true, 1, sqlstore.EventFilter{})
+		rows, err := rd.q.EventsPage(ctx, rd.room.RoomID, last.Pos, true, 1, sqlstore.EventFilter{})
 		if err != nil {
 			return nil, err
 		}

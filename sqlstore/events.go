@@ -102,6 +102,7 @@ func (q *Queries) EventsByID(ctx context.Context, ids []string) ([]Event, error)
 }
 
 // Position is a place in a room's topological order: (depth, stream_pos).
+// Used as a pagination boundary it means the gap just before that place.
 type Position struct {
 	Depth  int64
 	Stream int64
@@ -126,10 +127,11 @@ const eventFilterSQL = `
   AND ($9::boolean IS NULL OR ((json::jsonb -> 'content' ? 'url') = $9))`
 
 // eventsForwardSQL and eventsBackwardSQL page through a room in topological
-// order from an exclusive boundary ($2, $3); two statements so each uses the
-// (room_id, depth, stream_pos) index in its own direction.
+// order from a gap: ($2, $3) stands for the gap just before that position, so
+// forwards includes it and backwards excludes it. Two statements so each uses
+// the (room_id, depth, stream_pos) index in its own direction.
 const eventsForwardSQL = `SELECT ` + eventColumns + ` FROM events
-WHERE room_id = $1 AND (depth, stream_pos) > ($2, $3)` + eventFilterSQL + `
+WHERE room_id = $1 AND (depth, stream_pos) >= ($2, $3)` + eventFilterSQL + `
 ORDER BY depth, stream_pos LIMIT $4`
 
 const eventsBackwardSQL = `SELECT ` + eventColumns + ` FROM events
@@ -137,7 +139,7 @@ WHERE room_id = $1 AND (depth, stream_pos) < ($2, $3)` + eventFilterSQL + `
 ORDER BY depth DESC, stream_pos DESC LIMIT $4`
 
 // EventsPage returns up to limit events after (forwards) or before
-// (backwards) the position, in that direction's order.
+// (backwards) the gap just before position from, in that direction's order.
 func (q *Queries) EventsPage(ctx context.Context, roomID string, from Position, forwards bool, limit int, f EventFilter) ([]Event, error) {
 	sql := eventsBackwardSQL
 	if forwards {
@@ -327,4 +329,14 @@ func (q *Queries) AppendEvent(ctx context.Context, e *Event, extremities []strin
 		return ErrConflict
 	}
 	return err
+}
+
+const selectLatestPositionSQL = `
+SELECT depth, stream_pos FROM events WHERE room_id = $1 ORDER BY depth DESC, stream_pos DESC LIMIT 1`
+
+// LatestPosition is the position of the room's last event in topological order.
+func (q *Queries) LatestPosition(ctx context.Context, roomID string) (Position, error) {
+	var p Position
+	err := q.q.QueryRow(ctx, selectLatestPositionSQL, roomID).Scan(&p.Depth, &p.Stream)
+	return p, notFound(err)
 }

@@ -19,6 +19,9 @@ Usage:
   chappe registration-token create [--config FILE] [--token T] [--uses N] [--expires DURATION]
   chappe registration-token list [--config FILE]
   chappe registration-token delete [--config FILE] TOKEN
+  chappe allowlist keygen|new|add|remove|bump|sign|verify|show|diff|status …
+                                               the security officers' tool for the
+                                               signed allowlist (chappe allowlist help)
   chappe version                               print the version
 
 The configuration is one YAML file (see chappe.example.yaml); every key can be
@@ -39,6 +42,8 @@ func main() {
 		err = cmdRegisterUser(os.Args[2:], os.Stdin, os.Stdout)
 	case "registration-token":
 		err = cmdRegistrationToken(os.Args[2:], os.Stdout)
+	case "allowlist":
+		err = cmdAllowlist(os.Args[2:], os.Stdout, os.Stderr)
 	case "version", "--version", "-v":
 		fmt.Printf("chappe %s\n", version)
 	case "help", "--help", "-h":
