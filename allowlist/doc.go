@@ -10,7 +10,9 @@
 //   - the officers' edits (edit.go), used by `chappe allowlist`;
 //   - the server side (service.go): the stored list, refresh from a file, an
 //     HTTPS URL or a peer, the append-only audit trail, and the gate
-//     (gate.go) that the federation code asks: Allowed(serverName).
+//     (gate.go) that the federation code asks: Allowed(serverName);
+//   - the status for administrators and the handler body through which a
+//     listed peer fetches our list (status.go).
 //
 // The package imports nothing of Chappe's: the database is reached through
 // the Store interface, which the app wires to sqlstore.

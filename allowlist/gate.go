@@ -109,6 +109,14 @@ func (s *Service) Pinned(serverName string) (Server, bool) {
 		return Server{}, false
 	}
 	srv, ok := snap.doc.Servers[serverName]
+	if srv.VerifyKeys != nil {
+		// A copy: the snapshot is shared and must stay as it is.
+		keys := make(map[string]string, len(srv.VerifyKeys))
+		for id, k := range srv.VerifyKeys {
+			keys[id] = k
+		}
+		srv.VerifyKeys = keys
+	}
 	return srv, ok
 }
 

@@ -443,6 +443,12 @@ func TestAuditTrail(t *testing.T) {
 		if v := h.offer(t, s.doc, s.source); v.Outcome != s.want {
 			t.Fatalf("step %d: %s (%s), want %s", i, v.Outcome, v.Reason, s.want)
 		}
+		if s.source == "peer:justice.gouv.fr" {
+			// A peer offering the same bad list again: refused again, audited once.
+			if v := h.offer(t, s.doc, s.source); v.Outcome != allowlist.Refuse {
+				t.Fatalf("step %d again: %s", i, v.Outcome)
+			}
+		}
 	}
 	rows := h.audit(t)
 	type row struct {
@@ -731,4 +737,34 @@ func BenchmarkAllowed(b *testing.B) {
 			i++
 		}
 	})
+}
+
+func TestPinnedKeysAndEndpoint(t *testing.T) {
+	h := newHarness(t, "", nil)
+	if err := h.svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d := build(t, listSpec{signers: []allowlist.SecretKey{}})
+	pinned := allowlist.Server{Organisation: "Justice", Endpoint: "matrix.justice.gouv.fr:8448",
+		VerifyKeys: map[string]string{"ed25519:a1": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"}}
+	if _, err := allowlist.Edit(d, allowlist.AddServer("justice.gouv.fr", pinned, true)); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range officers[:2] {
+		if _, err := allowlist.Sign(d, k, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.offer(t, encode(t, d), "file:x")
+	got, ok := h.svc.Pinned("justice.gouv.fr")
+	if !ok || got.Endpoint != pinned.Endpoint || got.VerifyKeys["ed25519:a1"] != pinned.VerifyKeys["ed25519:a1"] {
+		t.Fatalf("Pinned = %+v, %v", got, ok)
+	}
+	got.VerifyKeys["ed25519:a1"] = "changed by the caller"
+	if again, _ := h.svc.Pinned("justice.gouv.fr"); again.VerifyKeys["ed25519:a1"] != pinned.VerifyKeys["ed25519:a1"] {
+		t.Fatal("a caller changed the gate's snapshot through Pinned")
+	}
+	if _, ok := h.svc.Pinned("evil.example.org"); ok {
+		t.Fatal("Pinned returned an entry for an unlisted server")
+	}
 }

@@ -1,5 +1,5 @@
-// Package clientapi is the HTTP side of /_matrix/client/* (and, later,
-// /_matrix/media/*): routing, request parsing, authentication and the mapping
+// Package clientapi is the HTTP side of /_matrix/client/* and
+// /_matrix/media/*: routing, request parsing, authentication and the mapping
 // of errors to Matrix responses. The Matrix logic lives in the domain
 // packages; this package only translates. Spec: client-server-api/_index.md.
 package clientapi
@@ -106,6 +106,13 @@ func (a *API) Routes(r chi.Router) {
 		r.Get("/_matrix/client/versions", a.versions)
 		r.Get("/_matrix/client/v3/login", a.loginFlows)
 		a.legacyMediaRoutes(r)
+	})
+
+	// Open to anonymous clients by the spec; a token, if given, must be valid.
+	r.Group(func(r chi.Router) {
+		r.Use(a.limitByAddress(a.general))
+		r.Use(a.authenticateIfToken)
+		a.openDirectoryRoutes(r)
 	})
 
 	// Credential-bearing endpoints: the stricter login limiter.

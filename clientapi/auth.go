@@ -59,3 +59,17 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// authenticateIfToken is authenticate for endpoints the spec leaves open to
+// anonymous clients: a request without a token passes as anonymous, one with
+// a token must have a valid one.
+func (a *API) authenticateIfToken(next http.Handler) http.Handler {
+	withAuth := a.authenticate(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" && r.URL.Query().Get("access_token") == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		withAuth.ServeHTTP(w, r)
+	})
+}

@@ -41,7 +41,7 @@ type Rooms interface {
 	RoomAliases(ctx context.Context, userID, roomID string) ([]string, error)
 	Visibility(ctx context.Context, roomID string) (string, error)
 	SetVisibility(ctx context.Context, userID string, isAdmin bool, roomID, visibility string) error
-	PublicRooms(ctx context.Context, limit int, since, search string) (roomserver.PublicRoomsResponse, error)
+	PublicRooms(ctx context.Context, limit int, since string, filter roomserver.PublicRoomsFilter) (roomserver.PublicRoomsResponse, error)
 	UpgradeRoom(ctx context.Context, userID, roomID, newVersion string) (string, error)
 	RefreshMemberProfile(ctx context.Context, userID string) error
 }
@@ -84,14 +84,22 @@ func (a *API) roomRoutes(r interface {
 	r.Get("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}", a.relations)
 	r.Get("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", a.relations)
 	r.Put(v3+"/directory/room/{roomAlias}", a.putAlias)
-	r.Get(v3+"/directory/room/{roomAlias}", a.getAlias)
 	r.Delete(v3+"/directory/room/{roomAlias}", a.deleteAlias)
 	r.Get(v3+"/rooms/{roomId}/aliases", a.roomAliases)
-	r.Get(v3+"/publicRooms", a.publicRoomsGet)
 	r.Post(v3+"/publicRooms", a.publicRoomsPost)
-	r.Get(v3+"/directory/list/room/{roomId}", a.getVisibility)
 	r.Put(v3+"/directory/list/room/{roomId}", a.putVisibility)
 	r.Post(v3+"/rooms/{roomId}/upgrade", a.upgradeRoom)
+}
+
+// openDirectoryRoutes are the directory reads the spec allows without a
+// token (an invalid token is still refused).
+func (a *API) openDirectoryRoutes(r interface {
+	Get(string, http.HandlerFunc)
+}) {
+	const v3 = "/_matrix/client/v3"
+	r.Get(v3+"/directory/room/{roomAlias}", a.getAlias)
+	r.Get(v3+"/publicRooms", a.publicRoomsGet)
+	r.Get(v3+"/directory/list/room/{roomId}", a.getVisibility)
 }
 
 func viewerOf(r *http.Request) roomserver.Viewer {

@@ -294,3 +294,5 @@ func errMessage(r response) string {
 	s, _ := r.Body["error"].(string)
 	return s
 }
+
+func sortStrings(l []string) { sort.Strings(l) }

@@ -342,7 +342,7 @@ func (a *API) publicRoomsGet(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	resp, err := a.rooms.PublicRooms(r.Context(), limit, r.URL.Query().Get("since"), "")
+	resp, err := a.rooms.PublicRooms(r.Context(), limit, r.URL.Query().Get("since"), roomserver.PublicRoomsFilter{})
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -354,7 +354,8 @@ type publicRoomsBody struct {
 	Limit  int    `json:"limit"`
 	Since  string `json:"since"`
 	Filter struct {
-		GenericSearchTerm string `json:"generic_search_term"`
+		GenericSearchTerm string     `json:"generic_search_term"`
+		RoomTypes         *[]*string `json:"room_types"`
 	} `json:"filter"`
 }
 
@@ -373,7 +374,11 @@ func (a *API) publicRoomsPost(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "limit must not be negative"))
 		return
 	}
-	resp, err := a.rooms.PublicRooms(r.Context(), body.Limit, body.Since, body.Filter.GenericSearchTerm)
+	filter := roomserver.PublicRoomsFilter{Search: body.Filter.GenericSearchTerm}
+	if body.Filter.RoomTypes != nil {
+		filter.RoomTypes = append([]*string{}, *body.Filter.RoomTypes...)
+	}
+	resp, err := a.rooms.PublicRooms(r.Context(), body.Limit, body.Since, filter)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return

@@ -94,6 +94,9 @@ func (r *Roomserver) CreateRoom(ctx context.Context, creator string, req CreateR
 		}
 	}
 
+	if err := validateStateContent("m.room.power_levels", r.defaultPowerLevels(creator, version, preset, req)); err != nil {
+		return "", mxerr.New(mxerr.BadJSON, "power_level_content_override: %s", err.(*mxerr.Error).Message)
+	}
 	createContent, err := r.createContent(creator, version, preset, req)
 	if err != nil {
 		return "", err

@@ -72,10 +72,33 @@ type PublicRoomsResponse struct {
 	TotalRoomCountEstimate int                `json:"total_room_count_estimate"`
 }
 
-// PublicRooms pages through the published rooms, largest first, optionally
-// matching a search term in name, topic or alias.
+// PublicRoomsFilter narrows /publicRooms (spec: POST /publicRooms, filter).
+type PublicRoomsFilter struct {
+	// Search is matched, case-insensitively, in name, topic and alias.
+	Search string
+	// RoomTypes, when not nil, keeps rooms whose m.room.create type is listed;
+	// a nil entry stands for rooms without a type.
+	RoomTypes []*string
+}
+
+func (f PublicRoomsFilter) keeps(c PublicRoomsChunk) bool {
+	if f.Search != "" && !strings.Contains(strings.ToLower(c.Name+"\n"+c.Topic+"\n"+c.CanonicalAlias), f.Search) {
+		return false
+	}
+	if f.RoomTypes == nil {
+		return true
+	}
+	for _, t := range f.RoomTypes {
+		if (t == nil && c.RoomType == "") || (t != nil && *t == c.RoomType) {
+			return true
+		}
+	}
+	return false
+}
+
+// PublicRooms pages through the published rooms, largest first, filtered.
 // Spec: GET/POST /publicRooms.
-func (r *Roomserver) PublicRooms(ctx context.Context, limit int, since, search string) (PublicRoomsResponse, error) {
+func (r *Roomserver) PublicRooms(ctx context.Context, limit int, since string, filter PublicRoomsFilter) (PublicRoomsResponse, error) {
 	if limit <= 0 || limit > 500 {
 		limit = 100
 	}
@@ -87,7 +110,7 @@ func (r *Roomserver) PublicRooms(ctx context.Context, limit int, since, search s
 		}
 		cursor = &c
 	}
-	search = strings.ToLower(strings.TrimSpace(search))
+	filter.Search = strings.ToLower(strings.TrimSpace(filter.Search))
 	resp := PublicRoomsResponse{Chunk: []PublicRoomsChunk{}}
 	var err error
 	if resp.TotalRoomCountEstimate, err = r.store.PublicRoomCount(ctx); err != nil {
@@ -107,7 +130,7 @@ func (r *Roomserver) PublicRooms(ctx context.Context, limit int, since, search s
 			if err != nil {
 				return resp, err
 			}
-			if search != "" && !strings.Contains(strings.ToLower(chunk.Name+"\n"+chunk.Topic+"\n"+chunk.CanonicalAlias), search) {
+			if !filter.keeps(chunk) {
 				continue
 			}
 			resp.Chunk = append(resp.Chunk, chunk)

@@ -79,6 +79,10 @@ func buildEvent(ver gomatrixserverlib.IRoomVersion, roomID string, p proto, prev
 		b.AuthEvents = []string{}
 	}
 	ev, err := b.Build(now, spec.ServerName(origin), key.ID, key.Private)
+	var invalid gomatrixserverlib.EventValidationError
+	if errors.As(err, &invalid) && invalid.Code == gomatrixserverlib.EventValidationTooLarge {
+		return nil, mxerr.New(mxerr.TooLarge, "The event is too large: %s", invalid.Message)
+	}
 	if err != nil {
 		return nil, mxerr.New(mxerr.BadJSON, "The event cannot be built: %v", err)
 	}

@@ -35,6 +35,12 @@ func (r *Roomserver) Send(ctx context.Context, req SendRequest) (string, error) 
 	if err := checkEventType(req.Type); err != nil {
 		return "", err
 	}
+	if req.StateKey != nil && len(*req.StateKey) > 255 {
+		return "", mxerr.New(mxerr.InvalidParam, "State keys are limited to 255 bytes")
+	}
+	if len(req.Content) > maxEventBytes {
+		return "", mxerr.New(mxerr.TooLarge, "The content is %d bytes; events are limited to %d", len(req.Content), maxEventBytes)
+	}
 	if req.StateKey != nil {
 		if err := validateStateContent(req.Type, req.Content); err != nil {
 			return "", err
@@ -56,7 +62,8 @@ func (r *Roomserver) Send(ctx context.Context, req SendRequest) (string, error) 
 		}
 		var txn *sqlstore.ClientTxn
 		if req.TxnID != "" {
-			txn = &sqlstore.ClientTxn{UserID: req.UserID, DeviceID: req.DeviceID, TxnID: req.TxnID, CreatedTS: r.now().UnixMilli()}
+			t := sendTxn(req, r.now().UnixMilli())
+			txn = &t
 		}
 		a, err := w.appendWithTxn(ctx, proto{Sender: req.UserID, Type: req.Type, StateKey: req.StateKey, Content: req.Content}, txn)
 		if err != nil {
@@ -68,7 +75,7 @@ func (r *Roomserver) Send(ctx context.Context, req SendRequest) (string, error) 
 	if err != nil && req.TxnID != "" {
 		// A retry of a stored transaction (possibly refused now, e.g. the
 		// user left since): its first event is the answer.
-		if id, lookupErr := r.store.ClientTxnEvent(ctx, req.UserID, req.DeviceID, req.TxnID); lookupErr == nil {
+		if id, lookupErr := r.store.ClientTxnEvent(ctx, sendTxn(req, 0)); lookupErr == nil {
 			return id, nil
 		}
 	}
@@ -91,7 +98,8 @@ type RedactRequest struct {
 // Redact sends an m.room.redaction for an event of the room. The sender may
 // redact their own events, or anyone's with the power level "redact".
 func (r *Roomserver) Redact(ctx context.Context, req RedactRequest) (string, error) {
-	if id, err := r.store.ClientTxnEvent(ctx, req.UserID, req.DeviceID, req.TxnID); err == nil {
+	scoped := sqlstore.ClientTxn{UserID: req.UserID, DeviceID: req.DeviceID, Scope: "redact " + req.RoomID + " " + req.EventID, TxnID: req.TxnID}
+	if id, err := r.store.ClientTxnEvent(ctx, scoped); err == nil {
 		return id, nil
 	} else if !errors.Is(err, sqlstore.ErrNotFound) {
 		return "", err
@@ -138,8 +146,9 @@ func (r *Roomserver) Redact(ctx context.Context, req RedactRequest) (string, err
 			p.Redacts = req.EventID
 		}
 		p.Content = content(c)
-		txn := &sqlstore.ClientTxn{UserID: req.UserID, DeviceID: req.DeviceID, TxnID: req.TxnID, CreatedTS: r.now().UnixMilli()}
-		a, err := w.appendWithTxn(ctx, p, txn)
+		txn := scoped
+		txn.CreatedTS = r.now().UnixMilli()
+		a, err := w.appendWithTxn(ctx, p, &txn)
 		if err != nil {
 			return r.explainRefusal(ctx, w, req.UserID, p.Type, false, err)
 		}
@@ -147,7 +156,7 @@ func (r *Roomserver) Redact(ctx context.Context, req RedactRequest) (string, err
 		return nil
 	})
 	if errors.Is(err, sqlstore.ErrConflict) {
-		return r.store.ClientTxnEvent(ctx, req.UserID, req.DeviceID, req.TxnID)
+		return r.store.ClientTxnEvent(ctx, scoped)
 	}
 	return eventID, err
 }
@@ -178,6 +187,12 @@ func (r *Roomserver) explainRefusal(ctx context.Context, w *writer, userID, evTy
 		return mxerr.New(mxerr.Forbidden, "Sending %s in this room needs power level %d; you have %d", evType, needed, level)
 	}
 	return cause
+}
+
+// sendTxn is a send's transaction, scoped to its endpoint: the room and the
+// event type of the path (spec: "Transaction identifiers").
+func sendTxn(req SendRequest, now int64) sqlstore.ClientTxn {
+	return sqlstore.ClientTxn{UserID: req.UserID, DeviceID: req.DeviceID, Scope: "send " + req.RoomID + " " + req.Type, TxnID: req.TxnID, CreatedTS: now}
 }
 
 // checkEventType refuses empty or oversized event types.

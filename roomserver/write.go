@@ -145,7 +145,7 @@ func (w *writer) storeWithTxn(ctx context.Context, ev gomatrixserverlib.PDU, txn
 		}
 	}
 	if txn != nil {
-		if err := w.q.InsertClientTxn(ctx, txn.UserID, txn.DeviceID, txn.TxnID, ev.EventID(), txn.CreatedTS); err != nil {
+		if err := w.q.InsertClientTxn(ctx, *txn, ev.EventID()); err != nil {
 			return nil, err
 		}
 	}

@@ -177,7 +177,11 @@ func likePatterns(types []string) []string {
 	return out
 }
 
-const redactEventSQL = `UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1 AND redacted_by IS NULL`
+// redactEventSQL also drops the relation: redaction strips m.relates_to, so
+// the event no longer relates to anything.
+const redactEventSQL = `
+UPDATE events SET json = $2, redacted_by = $3, relates_to = NULL, rel_type = NULL
+WHERE event_id = $1 AND redacted_by IS NULL`
 
 // RedactEvent replaces an event's JSON with its redacted form, for good.
 func (q *Queries) RedactEvent(ctx context.Context, eventID, redactedJSON, redactedBy string) error {
@@ -236,23 +240,23 @@ func (q *Queries) Relations(ctx context.Context, roomID, parent string, relType,
 }
 
 const insertTxnSQL = `
-INSERT INTO client_txns (user_id, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)`
+INSERT INTO client_txns (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5, $6)`
 
 // InsertClientTxn records the event created for a client transaction.
-func (q *Queries) InsertClientTxn(ctx context.Context, userID, deviceID, txnID, eventID string, now int64) error {
-	_, err := q.q.Exec(ctx, insertTxnSQL, userID, deviceID, txnID, eventID, now)
+func (q *Queries) InsertClientTxn(ctx context.Context, t ClientTxn, eventID string) error {
+	_, err := q.q.Exec(ctx, insertTxnSQL, t.UserID, t.DeviceID, t.Scope, t.TxnID, eventID, t.CreatedTS)
 	if isUniqueViolation(err) {
 		return ErrConflict
 	}
 	return err
 }
 
-const selectTxnSQL = `SELECT event_id FROM client_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3`
+const selectTxnSQL = `SELECT event_id FROM client_txns WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4`
 
 // ClientTxnEvent returns the event of an earlier transaction, ErrNotFound if none.
-func (q *Queries) ClientTxnEvent(ctx context.Context, userID, deviceID, txnID string) (string, error) {
+func (q *Queries) ClientTxnEvent(ctx context.Context, t ClientTxn) (string, error) {
 	var id string
-	err := q.q.QueryRow(ctx, selectTxnSQL, userID, deviceID, txnID).Scan(&id)
+	err := q.q.QueryRow(ctx, selectTxnSQL, t.UserID, t.DeviceID, t.Scope, t.TxnID).Scan(&id)
 	return id, notFound(err)
 }
 
@@ -306,8 +310,10 @@ func (q *Queries) MembershipHistory(ctx context.Context, roomID, userID string) 
 
 // ClientTxn is a client transaction to record with an event.
 type ClientTxn struct {
-	UserID, DeviceID, TxnID string
-	CreatedTS               int64
+	UserID, DeviceID string
+	Scope            string // the endpoint: "send <room> <type>", "redact <room> <event>"
+	TxnID            string
+	CreatedTS        int64
 }
 
 // AppendEvent stores a non-state event, moves the room's head to it and
@@ -322,7 +328,7 @@ func (q *Queries) AppendEvent(ctx context.Context, e *Event, extremities []strin
 	})
 	b.Queue(updateRoomHeadSQL, e.RoomID, extremities, maxDepth, snapshot)
 	if txn != nil {
-		b.Queue(insertTxnSQL, txn.UserID, txn.DeviceID, txn.TxnID, e.EventID, txn.CreatedTS)
+		b.Queue(insertTxnSQL, txn.UserID, txn.DeviceID, txn.Scope, txn.TxnID, e.EventID, txn.CreatedTS)
 	}
 	err := q.q.SendBatch(ctx, b).Close()
 	if isUniqueViolation(err) {

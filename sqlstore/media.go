@@ -90,9 +90,11 @@ func (q *Queries) GetMedia(ctx context.Context, mediaID string) (Media, error) {
 	return scanMedia(q.q.QueryRow(ctx, selectMediaSQL, mediaID))
 }
 
+const selectMediaForUpdateSQL = selectMediaSQL + ` FOR UPDATE`
+
 // GetMediaForUpdate is GetMedia locking the row until the end of the transaction.
 func (q *Queries) GetMediaForUpdate(ctx context.Context, mediaID string) (Media, error) {
-	return scanMedia(q.q.QueryRow(ctx, selectMediaSQL+" FOR UPDATE", mediaID))
+	return scanMedia(q.q.QueryRow(ctx, selectMediaForUpdateSQL, mediaID))
 }
 
 func scanMedia(row pgx.Row) (Media, error) {

@@ -170,18 +170,22 @@ func TestAllowlistToolEndToEnd(t *testing.T) {
 	mustContain(t, "no-op add", r.stderr, "nothing changed")
 	tl.ok("sign", "--file", list, "--key", tl.path("alice.key"))
 	r = tl.ok("add", "culture.gouv.fr", "--file", list, "--org", "Culture", "--replace")
-	mustContain(t, "edit after one signature", r.stderr, "dropped 1 signature(s)", "alice ed25519:")
+	mustContain(t, "edit after one signature", r.stderr, "dropped 1 signature(s)", "alice ed25519:", "serial 2 was already signed")
+	// Serial 2 was signed with the old content (perhaps already published):
+	// the new content needs serial 3.
+	tl.fails("run bump first", "sign", "--file", list, "--key", tl.path("alice.key"))
+	tl.ok("bump", "--file", list)
 	tl.ok("sign", "--file", list, "--key", tl.path("alice.key"))
 	tl.ok("sign", "--file", list, "--key", tl.path("carol.key"))
 	tl.ok(append([]string{"verify", "--file", list, "--threshold", "2"}, trust("alice", "bob", "carol")...)...)
 
 	// show and diff.
 	r = tl.ok("show", "--file", list)
-	mustContain(t, "show", r.stdout, "etat.gouv.fr", "serial      2", "culture.gouv.fr", "Culture",
+	mustContain(t, "show", r.stdout, "etat.gouv.fr", "serial      3", "culture.gouv.fr", "Culture",
 		"interieur.gouv.fr", "endpoint matrix.interieur.gouv.fr:443", "key ed25519:a1=", "justice.gouv.fr", "server compromised",
 		"alice ed25519:", "carol ed25519:", "days)")
 	r = tl.ok("diff", v1, list)
-	mustContain(t, "diff", r.stdout, "serial: 1 → 2", "+ culture.gouv.fr", "- justice.gouv.fr  removed: server compromised")
+	mustContain(t, "diff", r.stdout, "serial: 1 → 3", "+ culture.gouv.fr", "- justice.gouv.fr  removed: server compromised")
 	r = tl.ok("diff", list, v1)
 	mustContain(t, "reverse diff", r.stdout, "not higher", "+ justice.gouv.fr", "- culture.gouv.fr")
 	tl.fails("give OLD and NEW", "diff", v1)
@@ -224,14 +228,14 @@ func TestAllowlistToolEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = tl.ok("status", "--config", cfgPath)
-	mustContain(t, "status", r.stdout, "open to the listed servers", "serial 2", "file:"+list, "alice ed25519:", "carol ed25519:",
-		"3 listed, 1 removed", "last refresh", "applied (serial 2)", "recent refusals", "rollback: serial 1", "recent changes")
+	mustContain(t, "status", r.stdout, "open to the listed servers", "serial 3", "file:"+list, "alice ed25519:", "carol ed25519:",
+		"3 listed, 1 removed", "last refresh", "applied (serial 3)", "recent refusals", "rollback: serial 1", "recent changes")
 	r = tl.ok("status", "--config", cfgPath, "--json")
 	var got allowlist.Status
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, r.stdout)
 	}
-	if got.Current == nil || got.Current.Serial != 2 || got.FederationClosed || len(got.RecentRefusals) != 1 || got.Mode != allowlist.Enforce {
+	if got.Current == nil || got.Current.Serial != 3 || got.FederationClosed || len(got.RecentRefusals) != 1 || got.Mode != allowlist.Enforce {
 		t.Fatalf("status --json: %+v", got)
 	}
 }

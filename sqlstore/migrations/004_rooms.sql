@@ -61,14 +61,16 @@ CREATE TABLE current_state (
 CREATE INDEX current_state_members ON current_state (state_key, membership) WHERE type = 'm.room.member'; -- joined_rooms
 
 -- Client transaction IDs (spec: "Transaction identifiers"): a retried
--- PUT /send with the same txnId from the same device returns the same event.
+-- request with the same txnId from the same device to the same endpoint
+-- returns the same event.
 CREATE TABLE client_txns (
     user_id    TEXT   NOT NULL, -- sender
     device_id  TEXT   NOT NULL, -- sending device (transactions are scoped per device)
+    scope      TEXT   NOT NULL, -- the endpoint the ID is scoped to, e.g. "send <room> <type>", "redact <room> <event>"
     txn_id     TEXT   NOT NULL, -- client-chosen transaction ID
     event_id   TEXT   NOT NULL, -- event created by the first request
     created_ts BIGINT NOT NULL, -- ms
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, scope, txn_id)
 );
 CREATE INDEX client_txns_event ON client_txns (event_id); -- unsigned.transaction_id for the sender's device
 
