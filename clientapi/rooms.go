@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"chappe/mxerr"
-	"chappe/mxhttp"
 	"chappe/roomserver"
 )
 
@@ -46,60 +45,58 @@ type Rooms interface {
 	RefreshMemberProfile(ctx context.Context, userID string) error
 }
 
-// roomRoutes are the room endpoints, all authenticated.
-func (a *API) roomRoutes(r interface {
+// routeAdder is the part of chi.Router the route lists use.
+type routeAdder interface {
 	Get(string, http.HandlerFunc)
 	Post(string, http.HandlerFunc)
 	Put(string, http.HandlerFunc)
 	Delete(string, http.HandlerFunc)
-}) {
+}
+
+// roomRoutes are the room endpoints, all authenticated.
+func (a *API) roomRoutes(r routeAdder) {
 	const v3 = "/_matrix/client/v3"
-	r.Post(v3+"/createRoom", a.createRoom)
-	r.Post(v3+"/join/{roomIdOrAlias}", a.joinByIDOrAlias)
-	r.Post(v3+"/knock/{roomIdOrAlias}", a.knock)
-	r.Post(v3+"/rooms/{roomId}/join", a.joinRoom)
-	r.Post(v3+"/rooms/{roomId}/leave", a.membershipAction("leave"))
-	r.Post(v3+"/rooms/{roomId}/invite", a.membershipAction("invite"))
-	r.Post(v3+"/rooms/{roomId}/kick", a.membershipAction("kick"))
-	r.Post(v3+"/rooms/{roomId}/ban", a.membershipAction("ban"))
-	r.Post(v3+"/rooms/{roomId}/unban", a.membershipAction("unban"))
-	r.Post(v3+"/rooms/{roomId}/forget", a.forget)
-	r.Put(v3+"/rooms/{roomId}/send/{eventType}/{txnId}", a.sendMessage)
-	r.Put(v3+"/rooms/{roomId}/state/{eventType}", a.putState)
-	r.Put(v3+"/rooms/{roomId}/state/{eventType}/", a.putState)
-	r.Put(v3+"/rooms/{roomId}/state/{eventType}/{stateKey}", a.putState)
-	r.Get(v3+"/rooms/{roomId}/state", a.getState)
-	r.Get(v3+"/rooms/{roomId}/state/{eventType}", a.getStateEvent)
-	r.Get(v3+"/rooms/{roomId}/state/{eventType}/", a.getStateEvent)
-	r.Get(v3+"/rooms/{roomId}/state/{eventType}/{stateKey}", a.getStateEvent)
-	r.Get(v3+"/rooms/{roomId}/event/{eventId}", a.getEvent)
-	r.Get(v3+"/rooms/{roomId}/members", a.members)
-	r.Get(v3+"/rooms/{roomId}/joined_members", a.joinedMembers)
-	r.Get(v3+"/joined_rooms", a.joinedRooms)
-	r.Put(v3+"/rooms/{roomId}/redact/{eventId}/{txnId}", a.redact)
-	r.Get(v3+"/rooms/{roomId}/messages", a.messages)
-	r.Get(v3+"/rooms/{roomId}/context/{eventId}", a.eventContext)
-	r.Get("/_matrix/client/v1/rooms/{roomId}/timestamp_to_event", a.timestampToEvent)
-	r.Get("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}", a.relations)
-	r.Get("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}", a.relations)
-	r.Get("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", a.relations)
-	r.Put(v3+"/directory/room/{roomAlias}", a.putAlias)
-	r.Delete(v3+"/directory/room/{roomAlias}", a.deleteAlias)
-	r.Get(v3+"/rooms/{roomId}/aliases", a.roomAliases)
-	r.Post(v3+"/publicRooms", a.publicRoomsPost)
-	r.Put(v3+"/directory/list/room/{roomId}", a.putVisibility)
-	r.Post(v3+"/rooms/{roomId}/upgrade", a.upgradeRoom)
+	r.Post(v3+"/createRoom", handleJSON(a, false, a.createRoom))
+	r.Post(v3+"/join/{roomIdOrAlias}", handleJSON(a, true, a.joinByIDOrAlias))
+	r.Post(v3+"/knock/{roomIdOrAlias}", handleJSON(a, true, a.knock))
+	r.Post(v3+"/rooms/{roomId}/join", handleJSON(a, true, a.joinRoom))
+	r.Post(v3+"/rooms/{roomId}/leave", handleJSON(a, true, a.membershipAction("leave")))
+	for _, action := range []string{"invite", "kick", "ban", "unban"} {
+		r.Post(v3+"/rooms/{roomId}/"+action, handleJSON(a, false, a.membershipAction(action)))
+	}
+	r.Post(v3+"/rooms/{roomId}/forget", handle(a.forget))
+	r.Put(v3+"/rooms/{roomId}/send/{eventType}/{txnId}", handleJSON(a, false, a.sendMessage))
+	for _, p := range []string{"/state/{eventType}", "/state/{eventType}/", "/state/{eventType}/{stateKey}"} {
+		r.Put(v3+"/rooms/{roomId}"+p, handleJSON(a, false, a.putState))
+		r.Get(v3+"/rooms/{roomId}"+p, handle(a.getStateEvent))
+	}
+	r.Get(v3+"/rooms/{roomId}/state", handle(a.getState))
+	r.Get(v3+"/rooms/{roomId}/event/{eventId}", handle(a.getEvent))
+	r.Get(v3+"/rooms/{roomId}/members", handle(a.members))
+	r.Get(v3+"/rooms/{roomId}/joined_members", handle(a.joinedMembers))
+	r.Get(v3+"/joined_rooms", handle(a.joinedRooms))
+	r.Put(v3+"/rooms/{roomId}/redact/{eventId}/{txnId}", handleJSON(a, true, a.redact))
+	r.Get(v3+"/rooms/{roomId}/messages", handle(a.messages))
+	r.Get(v3+"/rooms/{roomId}/context/{eventId}", handle(a.eventContext))
+	r.Get("/_matrix/client/v1/rooms/{roomId}/timestamp_to_event", handle(a.timestampToEvent))
+	for _, p := range []string{"", "/{relType}", "/{relType}/{eventType}"} {
+		r.Get("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}"+p, handle(a.relations))
+	}
+	r.Put(v3+"/directory/room/{roomAlias}", handleJSON(a, false, a.putAlias))
+	r.Delete(v3+"/directory/room/{roomAlias}", handle(a.deleteAlias))
+	r.Get(v3+"/rooms/{roomId}/aliases", handle(a.roomAliases))
+	r.Post(v3+"/publicRooms", handleJSON(a, true, a.publicRoomsPost))
+	r.Put(v3+"/directory/list/room/{roomId}", handleJSON(a, false, a.putVisibility))
+	r.Post(v3+"/rooms/{roomId}/upgrade", handleJSON(a, false, a.upgradeRoom))
 }
 
 // openDirectoryRoutes are the directory reads the spec allows without a
 // token (an invalid token is still refused).
-func (a *API) openDirectoryRoutes(r interface {
-	Get(string, http.HandlerFunc)
-}) {
+func (a *API) openDirectoryRoutes(r routeAdder) {
 	const v3 = "/_matrix/client/v3"
-	r.Get(v3+"/directory/room/{roomAlias}", a.getAlias)
-	r.Get(v3+"/publicRooms", a.publicRoomsGet)
-	r.Get(v3+"/directory/list/room/{roomId}", a.getVisibility)
+	r.Get(v3+"/directory/room/{roomAlias}", handle(a.getAlias))
+	r.Get(v3+"/publicRooms", handle(a.publicRoomsGet))
+	r.Get(v3+"/directory/list/room/{roomId}", handle(a.getVisibility))
 }
 
 func viewerOf(r *http.Request) roomserver.Viewer {
@@ -132,26 +129,16 @@ type createRoomBody struct {
 }
 
 // createRoom creates a room. Spec: POST /_matrix/client/v3/createRoom.
-func (a *API) createRoom(w http.ResponseWriter, r *http.Request) {
-	var body createRoomBody
-	if err := a.decode(r, false, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
+func (a *API) createRoom(r *http.Request, body *createRoomBody) (any, error) {
 	if len(body.Invite3PID) > 0 {
-		mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "Third-party invites are not supported: this server has no identity server"))
-		return
+		return nil, mxerr.New(mxerr.InvalidParam, "Third-party invites are not supported: this server has no identity server")
 	}
 	roomID, err := a.rooms.CreateRoom(r.Context(), session(r).UserID, roomserver.CreateRoomRequest{
 		Visibility: body.Visibility, RoomAliasName: body.RoomAliasName, Name: body.Name, Topic: body.Topic,
 		Invite: body.Invite, IsDirect: body.IsDirect, InitialState: body.InitialState, CreationContent: body.CreationContent,
 		PowerLevelContentOverride: body.PowerLevelContentOverride, RoomVersion: body.RoomVersion, Preset: body.Preset,
 	})
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+	return map[string]string{"room_id": roomID}, err
 }
 
 type membershipBody struct {
@@ -160,149 +147,80 @@ type membershipBody struct {
 }
 
 // joinByIDOrAlias joins a room named by ID or alias. Spec: POST /join/{roomIdOrAlias}.
-func (a *API) joinByIDOrAlias(w http.ResponseWriter, r *http.Request) {
-	a.join(w, r, pathParam(r, "roomIdOrAlias"))
+func (a *API) joinByIDOrAlias(r *http.Request, body *membershipBody) (any, error) {
+	return a.join(r, pathParam(r, "roomIdOrAlias"), body)
 }
 
 // joinRoom joins a room by ID. Spec: POST /rooms/{roomId}/join.
-func (a *API) joinRoom(w http.ResponseWriter, r *http.Request) {
+func (a *API) joinRoom(r *http.Request, body *membershipBody) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	a.join(w, r, roomID)
+	return a.join(r, roomID, body)
 }
 
-func (a *API) join(w http.ResponseWriter, r *http.Request, idOrAlias string) {
-	var body membershipBody
-	if err := a.decode(r, true, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
+func (a *API) join(r *http.Request, idOrAlias string, body *membershipBody) (any, error) {
 	roomID, err := a.rooms.Join(r.Context(), roomserver.MembershipRequest{Sender: session(r).UserID, RoomID: idOrAlias, Reason: body.Reason})
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+	return map[string]string{"room_id": roomID}, err
 }
 
 // knock asks to join a knock room. Spec: POST /knock/{roomIdOrAlias}.
-func (a *API) knock(w http.ResponseWriter, r *http.Request) {
-	var body membershipBody
-	if err := a.decode(r, true, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
+func (a *API) knock(r *http.Request, body *membershipBody) (any, error) {
 	roomID, err := a.rooms.Knock(r.Context(), roomserver.MembershipRequest{Sender: session(r).UserID, RoomID: pathParam(r, "roomIdOrAlias"), Reason: body.Reason})
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+	return map[string]string{"room_id": roomID}, err
 }
 
 // membershipAction serves leave, invite, kick, ban and unban.
 // Spec: POST /rooms/{roomId}/{leave,invite,kick,ban,unban}.
-func (a *API) membershipAction(action string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (a *API) membershipAction(action string) func(r *http.Request, body *membershipBody) (any, error) {
+	return func(r *http.Request, body *membershipBody) (any, error) {
 		roomID, err := roomIDParam(r)
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
-		var body membershipBody
-		if err := a.decode(r, action == "leave", &body); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 		if action != "leave" && body.UserID == "" {
-			mxhttp.WriteError(w, r, mxerr.New(mxerr.BadJSON, "user_id is required"))
-			return
+			return nil, mxerr.New(mxerr.BadJSON, "user_id is required")
 		}
 		req := roomserver.MembershipRequest{Sender: session(r).UserID, RoomID: roomID, Target: body.UserID, Reason: body.Reason}
-		ctx := r.Context()
-		switch action {
-		case "leave":
-			err = a.rooms.Leave(ctx, req)
-		case "invite":
-			err = a.rooms.Invite(ctx, req)
-		case "kick":
-			err = a.rooms.Kick(ctx, req)
-		case "ban":
-			err = a.rooms.Ban(ctx, req)
-		case "unban":
-			err = a.rooms.Unban(ctx, req)
-		}
-		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
-		mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+		do := map[string]func(context.Context, roomserver.MembershipRequest) error{
+			"leave": a.rooms.Leave, "invite": a.rooms.Invite, "kick": a.rooms.Kick, "ban": a.rooms.Ban, "unban": a.rooms.Unban,
+		}[action]
+		return empty, do(r.Context(), req)
 	}
 }
 
 // forget forgets a left room. Spec: POST /rooms/{roomId}/forget.
-func (a *API) forget(w http.ResponseWriter, r *http.Request) {
+func (a *API) forget(r *http.Request) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	if err := a.rooms.Forget(r.Context(), session(r).UserID, roomID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return empty, a.rooms.Forget(r.Context(), session(r).UserID, roomID)
 }
 
 // sendMessage sends a message event. Spec: PUT /rooms/{roomId}/send/{eventType}/{txnId}.
-func (a *API) sendMessage(w http.ResponseWriter, r *http.Request) {
+func (a *API) sendMessage(r *http.Request, body *json.RawMessage) (any, error) {
+	return a.send(r, *body, nil, pathParam(r, "txnId"))
+}
+
+// putState sets a piece of state. Spec: PUT /rooms/{roomId}/state/{eventType}/{stateKey}.
+func (a *API) putState(r *http.Request, body *json.RawMessage) (any, error) {
+	key := pathParam(r, "stateKey")
+	return a.send(r, *body, &key, "")
+}
+
+func (a *API) send(r *http.Request, content json.RawMessage, stateKey *string, txnID string) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	var body json.RawMessage
-	if err := a.decode(r, false, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	s := session(r)
 	id, err := a.rooms.Send(r.Context(), roomserver.SendRequest{
 		UserID: s.UserID, DeviceID: s.DeviceID, RoomID: roomID, Type: pathParam(r, "eventType"),
-		Content: body, TxnID: pathParam(r, "txnId"),
+		StateKey: stateKey, Content: content, TxnID: txnID,
 	})
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": id})
-}
-
-// putState sets a piece of state. Spec: PUT /rooms/{roomId}/state/{eventType}/{stateKey}.
-func (a *API) putState(w http.ResponseWriter, r *http.Request) {
-	roomID, err := roomIDParam(r)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	var body json.RawMessage
-	if err := a.decode(r, false, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	key := pathParam(r, "stateKey")
-	s := session(r)
-	id, err := a.rooms.Send(r.Context(), roomserver.SendRequest{
-		UserID: s.UserID, DeviceID: s.DeviceID, RoomID: roomID, Type: pathParam(r, "eventType"), StateKey: &key, Content: body,
-	})
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": id})
+	return map[string]string{"event_id": id}, err
 }
 
 type redactBody struct {
@@ -310,26 +228,16 @@ type redactBody struct {
 }
 
 // redact redacts an event. Spec: PUT /rooms/{roomId}/redact/{eventId}/{txnId}.
-func (a *API) redact(w http.ResponseWriter, r *http.Request) {
+func (a *API) redact(r *http.Request, body *redactBody) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	var body redactBody
-	if err := a.decode(r, true, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	s := session(r)
 	id, err := a.rooms.Redact(r.Context(), roomserver.RedactRequest{
 		UserID: s.UserID, DeviceID: s.DeviceID, RoomID: roomID, EventID: pathParam(r, "eventId"), Reason: body.Reason, TxnID: pathParam(r, "txnId"),
 	})
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": id})
+	return map[string]string{"event_id": id}, err
 }
 
 // queryInt reads an optional non-negative integer query parameter.

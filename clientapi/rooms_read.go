@@ -10,106 +10,74 @@ import (
 )
 
 // getState returns the room state. Spec: GET /rooms/{roomId}/state.
-func (a *API) getState(w http.ResponseWriter, r *http.Request) {
+func (a *API) getState(r *http.Request) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	evs, err := a.rooms.State(r.Context(), viewerOf(r), roomID)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, evs)
+	return a.rooms.State(r.Context(), viewerOf(r), roomID)
 }
 
 // getStateEvent returns one state event's content (or the whole event with
 // ?format=event). Spec: GET /rooms/{roomId}/state/{eventType}/{stateKey}.
-func (a *API) getStateEvent(w http.ResponseWriter, r *http.Request) {
+func (a *API) getStateEvent(r *http.Request) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
+	}
+	format := r.URL.Query().Get("format")
+	if format != "" && format != "content" && format != "event" {
+		return nil, mxerr.New(mxerr.InvalidParam, "format must be content or event")
 	}
 	ev, err := a.rooms.StateEvent(r.Context(), viewerOf(r), roomID, pathParam(r, "eventType"), pathParam(r, "stateKey"))
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+	if err != nil || format == "event" {
+		return ev, err
 	}
-	switch r.URL.Query().Get("format") {
-	case "", "content":
-		mxhttp.WriteJSON(w, http.StatusOK, ev.Content)
-	case "event":
-		mxhttp.WriteJSON(w, http.StatusOK, ev)
-	default:
-		mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "format must be content or event"))
-	}
+	return ev.Content, nil
 }
 
 // getEvent returns one event. Spec: GET /rooms/{roomId}/event/{eventId}.
-func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
+func (a *API) getEvent(r *http.Request) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	ev, err := a.rooms.GetEvent(r.Context(), viewerOf(r), roomID, pathParam(r, "eventId"))
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, ev)
+	return a.rooms.GetEvent(r.Context(), viewerOf(r), roomID, pathParam(r, "eventId"))
 }
 
 var memberships = map[string]bool{"join": true, "invite": true, "knock": true, "leave": true, "ban": true}
 
 // members lists member events. Spec: GET /rooms/{roomId}/members.
-func (a *API) members(w http.ResponseWriter, r *http.Request) {
+func (a *API) members(r *http.Request) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	q := r.URL.Query()
 	req := roomserver.MembersRequest{At: q.Get("at"), Membership: q.Get("membership"), NotMembership: q.Get("not_membership")}
 	for _, m := range []string{req.Membership, req.NotMembership} {
 		if m != "" && !memberships[m] {
-			mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "Unknown membership %q", m))
-			return
+			return nil, mxerr.New(mxerr.InvalidParam, "Unknown membership %q", m)
 		}
 	}
 	evs, err := a.rooms.Members(r.Context(), viewerOf(r), roomID, req)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"chunk": evs})
+	return map[string]any{"chunk": evs}, err
 }
 
 // joinedMembers lists joined members. Spec: GET /rooms/{roomId}/joined_members.
-func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request) {
+func (a *API) joinedMembers(r *http.Request) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	m, err := a.rooms.JoinedMembers(r.Context(), viewerOf(r), roomID)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"joined": m})
+	return map[string]any{"joined": m}, err
 }
 
 // joinedRooms lists the user's joined rooms. Spec: GET /joined_rooms.
-func (a *API) joinedRooms(w http.ResponseWriter, r *http.Request) {
+func (a *API) joinedRooms(r *http.Request) (any, error) {
 	rooms, err := a.rooms.JoinedRooms(r.Context(), session(r).UserID)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"joined_rooms": rooms})
+	return map[string]any{"joined_rooms": rooms}, err
 }
 
 // roomEventFilter is the RoomEventFilter JSON of the filter query parameter.
@@ -148,130 +116,106 @@ func parseFilter(r *http.Request) (roomEventFilter, roomserver.EventFilter, erro
 	return f, out, nil
 }
 
+// direction reads the dir query parameter; def when absent ("" = required).
+func direction(r *http.Request, def string) (forwards bool, err error) {
+	dir := r.URL.Query().Get("dir")
+	if dir == "" {
+		dir = def
+	}
+	if dir != "b" && dir != "f" {
+		return false, mxerr.New(mxerr.InvalidParam, "dir must be b or f")
+	}
+	return dir == "f", nil
+}
+
 // messages pages through history. Spec: GET /rooms/{roomId}/messages.
-func (a *API) messages(w http.ResponseWriter, r *http.Request) {
+func (a *API) messages(r *http.Request) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
+	}
+	forwards, err := direction(r, "")
+	if err != nil {
+		return nil, err
 	}
 	q := r.URL.Query()
-	dir := q.Get("dir")
-	if dir != "b" && dir != "f" {
-		mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "dir must be b or f"))
-		return
-	}
 	limit, err := queryInt(r, "limit", 10)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	raw, filter, err := parseFilter(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if raw.Limit != nil && q.Get("limit") == "" {
 		limit = *raw.Limit
 	}
-	resp, err := a.rooms.Messages(r.Context(), viewerOf(r), roomID, roomserver.MessagesRequest{
-		From: q.Get("from"), To: q.Get("to"), Forwards: dir == "f", Limit: limit, Filter: filter, LazyLoadMembers: raw.LazyLoadMembers,
+	return a.rooms.Messages(r.Context(), viewerOf(r), roomID, roomserver.MessagesRequest{
+		From: q.Get("from"), To: q.Get("to"), Forwards: forwards, Limit: limit, Filter: filter, LazyLoadMembers: raw.LazyLoadMembers,
 	})
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, resp)
 }
 
 // eventContext returns an event and its surroundings.
 // Spec: GET /rooms/{roomId}/context/{eventId}.
-func (a *API) eventContext(w http.ResponseWriter, r *http.Request) {
+func (a *API) eventContext(r *http.Request) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	limit, err := queryInt(r, "limit", 10)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	_, filter, err := parseFilter(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	resp, err := a.rooms.Context(r.Context(), viewerOf(r), roomID, pathParam(r, "eventId"), limit, filter)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, resp)
+	return a.rooms.Context(r.Context(), viewerOf(r), roomID, pathParam(r, "eventId"), limit, filter)
 }
 
 // timestampToEvent finds the event nearest a time.
 // Spec: GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event.
-func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request) {
+func (a *API) timestampToEvent(r *http.Request) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	q := r.URL.Query()
-	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	ts, err := strconv.ParseInt(r.URL.Query().Get("ts"), 10, 64)
 	if err != nil || ts < 0 {
-		mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "ts must be a timestamp in milliseconds"))
-		return
+		return nil, mxerr.New(mxerr.InvalidParam, "ts must be a timestamp in milliseconds")
 	}
-	dir := q.Get("dir")
-	if dir != "f" && dir != "b" {
-		mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "dir must be f or b"))
-		return
-	}
-	id, ets, err := a.rooms.TimestampToEvent(r.Context(), viewerOf(r), roomID, ts, dir == "f")
+	forwards, err := direction(r, "")
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event_id": id, "origin_server_ts": ets})
+	id, ets, err := a.rooms.TimestampToEvent(r.Context(), viewerOf(r), roomID, ts, forwards)
+	return map[string]any{"event_id": id, "origin_server_ts": ets}, err
 }
 
 // relations lists the events relating to one.
 // Spec: GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]].
-func (a *API) relations(w http.ResponseWriter, r *http.Request) {
+func (a *API) relations(r *http.Request) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	q := r.URL.Query()
-	dir := q.Get("dir")
-	if dir == "" {
-		dir = "b"
-	}
-	if dir != "f" && dir != "b" {
-		mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "dir must be f or b"))
-		return
+	forwards, err := direction(r, "b")
+	if err != nil {
+		return nil, err
 	}
 	limit, err := queryInt(r, "limit", 0)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	req := roomserver.RelationsRequest{From: q.Get("from"), To: q.Get("to"), Forwards: dir == "f", Limit: limit}
+	q := r.URL.Query()
+	req := roomserver.RelationsRequest{From: q.Get("from"), To: q.Get("to"), Forwards: forwards, Limit: limit}
 	if v := pathParam(r, "relType"); v != "" {
 		req.RelType = &v
 	}
 	if v := pathParam(r, "eventType"); v != "" {
 		req.EventType = &v
 	}
-	resp, err := a.rooms.Relations(r.Context(), viewerOf(r), roomID, pathParam(r, "eventId"), req)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, resp)
+	return a.rooms.Relations(r.Context(), viewerOf(r), roomID, pathParam(r, "eventId"), req)
 }
 
 type aliasBody struct {
@@ -279,75 +223,52 @@ type aliasBody struct {
 }
 
 // putAlias creates an alias. Spec: PUT /directory/room/{roomAlias}.
-func (a *API) putAlias(w http.ResponseWriter, r *http.Request) {
-	var body aliasBody
-	if err := a.decode(r, false, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
+func (a *API) putAlias(r *http.Request, body *aliasBody) (any, error) {
 	if body.RoomID == nil {
-		mxhttp.WriteError(w, r, mxerr.New(mxerr.BadJSON, "room_id is required"))
-		return
+		return nil, mxerr.New(mxerr.BadJSON, "room_id is required")
 	}
-	if err := a.rooms.SetAlias(r.Context(), session(r).UserID, pathParam(r, "roomAlias"), *body.RoomID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return empty, a.rooms.SetAlias(r.Context(), session(r).UserID, pathParam(r, "roomAlias"), *body.RoomID)
 }
 
 // getAlias resolves an alias. Spec: GET /directory/room/{roomAlias}.
-func (a *API) getAlias(w http.ResponseWriter, r *http.Request) {
-	t, err := a.rooms.GetAlias(r.Context(), pathParam(r, "roomAlias"))
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, t)
+func (a *API) getAlias(r *http.Request) (any, error) {
+	return a.rooms.GetAlias(r.Context(), pathParam(r, "roomAlias"))
 }
 
 // deleteAlias removes an alias. Spec: DELETE /directory/room/{roomAlias}.
-func (a *API) deleteAlias(w http.ResponseWriter, r *http.Request) {
+func (a *API) deleteAlias(r *http.Request) (any, error) {
 	s := session(r)
-	if err := a.rooms.DeleteAlias(r.Context(), s.UserID, s.IsAdmin, pathParam(r, "roomAlias")); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return empty, a.rooms.DeleteAlias(r.Context(), s.UserID, s.IsAdmin, pathParam(r, "roomAlias"))
 }
 
 // roomAliases lists a room's aliases. Spec: GET /rooms/{roomId}/aliases.
-func (a *API) roomAliases(w http.ResponseWriter, r *http.Request) {
+func (a *API) roomAliases(r *http.Request) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	aliases, err := a.rooms.RoomAliases(r.Context(), session(r).UserID, roomID)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+	return map[string]any{"aliases": aliases}, err
+}
+
+// localDirectory refuses requests for other servers' directories.
+func (a *API) localDirectory(r *http.Request) error {
+	if server := r.URL.Query().Get("server"); server != "" && server != a.cfg.ServerName {
+		return mxerr.New(mxerr.Forbidden, "Other servers' directories need federation, not available yet")
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"aliases": aliases})
+	return nil
 }
 
 // publicRoomsGet lists published rooms. Spec: GET /publicRooms.
-func (a *API) publicRoomsGet(w http.ResponseWriter, r *http.Request) {
-	if server := r.URL.Query().Get("server"); server != "" && server != a.cfg.ServerName {
-		mxhttp.WriteError(w, r, mxerr.New(mxerr.Forbidden, "Other servers' directories need federation, not available yet"))
-		return
+func (a *API) publicRoomsGet(r *http.Request) (any, error) {
+	if err := a.localDirectory(r); err != nil {
+		return nil, err
 	}
 	limit, err := queryInt(r, "limit", 0)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	resp, err := a.rooms.PublicRooms(r.Context(), limit, r.URL.Query().Get("since"), roomserver.PublicRoomsFilter{})
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, resp)
+	return a.rooms.PublicRooms(r.Context(), limit, r.URL.Query().Get("since"), roomserver.PublicRoomsFilter{})
 }
 
 type publicRoomsBody struct {
@@ -360,45 +281,28 @@ type publicRoomsBody struct {
 }
 
 // publicRoomsPost searches published rooms. Spec: POST /publicRooms.
-func (a *API) publicRoomsPost(w http.ResponseWriter, r *http.Request) {
-	if server := r.URL.Query().Get("server"); server != "" && server != a.cfg.ServerName {
-		mxhttp.WriteError(w, r, mxerr.New(mxerr.Forbidden, "Other servers' directories need federation, not available yet"))
-		return
-	}
-	var body publicRoomsBody
-	if err := a.decode(r, true, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+func (a *API) publicRoomsPost(r *http.Request, body *publicRoomsBody) (any, error) {
+	if err := a.localDirectory(r); err != nil {
+		return nil, err
 	}
 	if body.Limit < 0 {
-		mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "limit must not be negative"))
-		return
+		return nil, mxerr.New(mxerr.InvalidParam, "limit must not be negative")
 	}
 	filter := roomserver.PublicRoomsFilter{Search: body.Filter.GenericSearchTerm}
 	if body.Filter.RoomTypes != nil {
 		filter.RoomTypes = append([]*string{}, *body.Filter.RoomTypes...)
 	}
-	resp, err := a.rooms.PublicRooms(r.Context(), body.Limit, body.Since, filter)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, resp)
+	return a.rooms.PublicRooms(r.Context(), body.Limit, body.Since, filter)
 }
 
 // getVisibility says whether a room is published. Spec: GET /directory/list/room/{roomId}.
-func (a *API) getVisibility(w http.ResponseWriter, r *http.Request) {
+func (a *API) getVisibility(r *http.Request) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	v, err := a.rooms.Visibility(r.Context(), roomID)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"visibility": v})
+	return map[string]string{"visibility": v}, err
 }
 
 type visibilityBody struct {
@@ -406,27 +310,16 @@ type visibilityBody struct {
 }
 
 // putVisibility publishes or unpublishes a room. Spec: PUT /directory/list/room/{roomId}.
-func (a *API) putVisibility(w http.ResponseWriter, r *http.Request) {
+func (a *API) putVisibility(r *http.Request, body *visibilityBody) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	var body visibilityBody
-	if err := a.decode(r, false, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if body.Visibility == nil {
-		mxhttp.WriteError(w, r, mxerr.New(mxerr.BadJSON, "visibility is required"))
-		return
+		return nil, mxerr.New(mxerr.BadJSON, "visibility is required")
 	}
 	s := session(r)
-	if err := a.rooms.SetVisibility(r.Context(), s.UserID, s.IsAdmin, roomID, *body.Visibility); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return empty, a.rooms.SetVisibility(r.Context(), s.UserID, s.IsAdmin, roomID, *body.Visibility)
 }
 
 type upgradeBody struct {
@@ -434,25 +327,14 @@ type upgradeBody struct {
 }
 
 // upgradeRoom replaces a room by a new version. Spec: POST /rooms/{roomId}/upgrade.
-func (a *API) upgradeRoom(w http.ResponseWriter, r *http.Request) {
+func (a *API) upgradeRoom(r *http.Request, body *upgradeBody) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	var body upgradeBody
-	if err := a.decode(r, false, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if body.NewVersion == nil {
-		mxhttp.WriteError(w, r, mxerr.New(mxerr.BadJSON, "new_version is required"))
-		return
+		return nil, mxerr.New(mxerr.BadJSON, "new_version is required")
 	}
 	newRoom, err := a.rooms.UpgradeRoom(r.Context(), session(r).UserID, roomID, *body.NewVersion)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"replacement_room": newRoom})
+	return map[string]string{"replacement_room": newRoom}, err
 }
