@@ -30,6 +30,7 @@ import (
 	"chappe/roomserver"
 	"chappe/signingkey"
 	"chappe/sqlstore"
+	"chappe/streams"
 	"chappe/sqlstore/localpg"
 )
 
@@ -40,6 +41,7 @@ type Server struct {
 	Store    *sqlstore.Store
 	Accounts *accounts.Service
 	Rooms    *roomserver.Roomserver
+	Hub      *streams.Hub // the stream positions and the wake-ups of /sync
 	Media    *media.Service
 	Key      signingkey.Key
 
@@ -172,7 +174,13 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 		_ = db.Close()
 		return nil, err
 	}
-	s.Rooms = roomserver.New(roomserver.Config{ServerName: cfg.ServerName, DefaultVersion: cfg.Rooms.DefaultVersion}, db.Store, key, s.Accounts)
+	last, err := db.Store.MaxStreamPosition(ctx)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.Hub = streams.NewHub(last)
+	s.Rooms = roomserver.New(roomserver.Config{ServerName: cfg.ServerName, DefaultVersion: cfg.Rooms.DefaultVersion}, db.Store, key, s.Accounts, s.Hub)
 	if s.Media, err = NewMedia(cfg, db.Store); err != nil {
 		_ = db.Close()
 		return nil, err

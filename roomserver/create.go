@@ -102,7 +102,7 @@ func (r *Roomserver) CreateRoom(ctx context.Context, creator string, req CreateR
 		return "", err
 	}
 	var roomID string
-	err = r.store.InTx(ctx, func(q *sqlstore.Queries) error {
+	err = r.inTx(ctx, func(q *txn) error {
 		w, err := r.startRoom(ctx, q, ver, creator, createContent)
 		if err != nil {
 			return err
@@ -167,7 +167,7 @@ func (r *Roomserver) createContent(creator, version, preset string, req CreateRo
 // startRoom creates the room row and its m.room.create event. For room
 // versions with domainless room IDs (12) the room ID is derived from the
 // create event's ID, so the event is built first.
-func (r *Roomserver) startRoom(ctx context.Context, q *sqlstore.Queries, ver gomatrixserverlib.IRoomVersion, creator string, createContent []byte) (*writer, error) {
+func (r *Roomserver) startRoom(ctx context.Context, q *txn, ver gomatrixserverlib.IRoomVersion, creator string, createContent []byte) (*writer, error) {
 	version := string(ver.Version())
 	roomID := ""
 	if !ver.DomainlessRoomIDs() {
@@ -195,12 +195,12 @@ func (r *Roomserver) startRoom(ctx context.Context, q *sqlstore.Queries, ver gom
 		}
 		return nil, err
 	}
-	state, err := r.emptySnapshot(ctx, q, roomID)
+	state, err := r.emptySnapshot(ctx, q.Queries, roomID)
 	if err != nil {
 		return nil, err
 	}
 	room.StateSnapshot = state.nid
-	w := &writer{r: r, q: q, room: room, ver: ver, state: state}
+	w := &writer{r: r, q: q.Queries, t: q, room: room, ver: ver, state: state}
 	if _, err := w.store(ctx, ev); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"chappe/signingkey"
+	"chappe/streams"
 	"chappe/sqlstore/sqltest"
 )
 
@@ -30,7 +31,12 @@ func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	key := signingkey.Key{ID: "ed25519:test", Private: priv}
-	return &fixture{t: t, rs: New(Config{ServerName: testServerName, DefaultVersion: "10"}, sqltest.Store(t), key, nil)}
+	store := sqltest.Store(t)
+	last, err := store.MaxStreamPosition(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, rs: New(Config{ServerName: testServerName, DefaultVersion: "10"}, store, key, nil, streams.NewHub(last))}
 }
 
 // user returns a fresh user ID (users need no account in the roomserver).

@@ -47,7 +47,7 @@ func (r *Roomserver) Join(ctx context.Context, req MembershipRequest) (string, e
 	if err != nil {
 		return "", err
 	}
-	err = r.store.InTx(ctx, func(q *sqlstore.Queries) error {
+	err = r.inTx(ctx, func(q *txn) error {
 		w, err := r.openWriter(ctx, q, roomID)
 		if err != nil {
 			if e, ok := mxerr.As(err); ok && e.Code == mxerr.NotFound && !strings.HasSuffix(roomID, ":"+r.cfg.ServerName) {
@@ -140,12 +140,12 @@ func (r *Roomserver) restrictedJoinAuthoriser(ctx context.Context, w *writer, us
 // Leave leaves, rejects an invite or rescinds a knock.
 // Spec: POST /rooms/{roomId}/leave.
 func (r *Roomserver) Leave(ctx context.Context, req MembershipRequest) error {
-	return r.store.InTx(ctx, func(q *sqlstore.Queries) error {
+	return r.inTx(ctx, func(q *txn) error {
 		w, err := r.openWriter(ctx, q, req.RoomID)
 		if err != nil {
 			return err
 		}
-		current, ev, err := r.membershipIn(ctx, q, w.room.RoomVersion, w.state, req.Sender)
+		current, ev, err := r.membershipIn(ctx, q.Queries, w.room.RoomVersion, w.state, req.Sender)
 		if err != nil {
 			return err
 		}
@@ -191,7 +191,7 @@ func (r *Roomserver) changeOther(ctx context.Context, req MembershipRequest, act
 	if err := r.checkUserID(req.Target); err != nil {
 		return err
 	}
-	return r.store.InTx(ctx, func(q *sqlstore.Queries) error {
+	return r.inTx(ctx, func(q *txn) error {
 		w, err := r.openWriter(ctx, q, req.RoomID)
 		if err != nil {
 			return err
@@ -244,7 +244,7 @@ func (r *Roomserver) Knock(ctx context.Context, req MembershipRequest) (string, 
 	if err != nil {
 		return "", err
 	}
-	err = r.store.InTx(ctx, func(q *sqlstore.Queries) error {
+	err = r.inTx(ctx, func(q *txn) error {
 		w, err := r.openWriter(ctx, q, roomID)
 		if err != nil {
 			return err
@@ -309,7 +309,7 @@ func (r *Roomserver) RefreshMemberProfile(ctx context.Context, userID string) er
 		return err
 	}
 	for _, roomID := range rooms {
-		err := r.store.InTx(ctx, func(q *sqlstore.Queries) error {
+		err := r.inTx(ctx, func(q *txn) error {
 			w, err := r.openWriter(ctx, q, roomID)
 			if err != nil {
 				return err

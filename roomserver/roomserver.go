@@ -21,6 +21,7 @@ import (
 	"chappe/mxerr"
 	"chappe/signingkey"
 	"chappe/sqlstore"
+	"chappe/streams"
 )
 
 // Config is what the roomserver needs from the configuration.
@@ -42,6 +43,7 @@ type Roomserver struct {
 	store    *sqlstore.Store
 	key      signingkey.Key
 	profiles Profiles
+	hub      *streams.Hub
 	now      func() time.Time
 
 	// events caches parsed events by NID. Events are immutable except for
@@ -58,11 +60,12 @@ const (
 	snapshotCacheSize = 2_000
 )
 
-// New returns the roomserver.
-func New(cfg Config, store *sqlstore.Store, key signingkey.Key, profiles Profiles) *Roomserver {
+// New returns the roomserver. Every event it stores takes its stream
+// position from hub, which wakes the clients waiting for it.
+func New(cfg Config, store *sqlstore.Store, key signingkey.Key, profiles Profiles, hub *streams.Hub) *Roomserver {
 	events, _ := lru.New[int64, gomatrixserverlib.PDU](eventCacheSize)
 	snapshots, _ := lru.New[int64, *snapshot](snapshotCacheSize)
-	return &Roomserver{cfg: cfg, store: store, key: key, profiles: profiles, now: time.Now, events: events, snapshots: snapshots}
+	return &Roomserver{cfg: cfg, store: store, key: key, profiles: profiles, hub: hub, now: time.Now, events: events, snapshots: snapshots}
 }
 
 // notFoundRoom is the error for a room this server does not know.

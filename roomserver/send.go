@@ -50,13 +50,13 @@ func (r *Roomserver) Send(ctx context.Context, req SendRequest) (string, error) 
 		return "", mxerr.New(mxerr.BadJSON, "Use PUT /rooms/{roomId}/redact/{eventId}/{txnId} to redact")
 	}
 	var eventID string
-	err := r.store.InTx(ctx, func(q *sqlstore.Queries) error {
+	err := r.inTx(ctx, func(q *txn) error {
 		w, err := r.openWriter(ctx, q, req.RoomID)
 		if err != nil {
 			return err
 		}
 		if req.Type == "m.room.canonical_alias" && req.StateKey != nil && *req.StateKey == "" {
-			if err := r.checkCanonicalAlias(ctx, q, req.RoomID, req.Content); err != nil {
+			if err := r.checkCanonicalAlias(ctx, q.Queries, req.RoomID, req.Content); err != nil {
 				return err
 			}
 		}
@@ -105,7 +105,7 @@ func (r *Roomserver) Redact(ctx context.Context, req RedactRequest) (string, err
 		return "", err
 	}
 	var eventID string
-	err := r.store.InTx(ctx, func(q *sqlstore.Queries) error {
+	err := r.inTx(ctx, func(q *txn) error {
 		w, err := r.openWriter(ctx, q, req.RoomID)
 		if err != nil {
 			return err

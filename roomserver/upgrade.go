@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 
 	"chappe/mxerr"
-	"chappe/sqlstore"
 )
 
 // upgradeCopiedState is the state carried to the replacement room.
@@ -26,7 +25,7 @@ func (r *Roomserver) UpgradeRoom(ctx context.Context, userID, roomID, newVersion
 		return "", err
 	}
 	var newRoomID string
-	err = r.store.InTx(ctx, func(q *sqlstore.Queries) error {
+	err = r.inTx(ctx, func(q *txn) error {
 		old, err := r.openWriter(ctx, q, roomID)
 		if err != nil {
 			return err
@@ -47,7 +46,7 @@ func (r *Roomserver) UpgradeRoom(ctx context.Context, userID, roomID, newVersion
 		if needed := pl.EventLevel("m.room.tombstone", true); level < needed {
 			return mxerr.New(mxerr.Forbidden, "Upgrading the room needs power level %d; you have %d", needed, level)
 		}
-		oldCreate, err := r.stateEvent(ctx, q, old.room.RoomVersion, old.state, stateKey{"m.room.create", ""})
+		oldCreate, err := r.stateEvent(ctx, q.Queries, old.room.RoomVersion, old.state, stateKey{"m.room.create", ""})
 		if err != nil {
 			return err
 		}
@@ -72,7 +71,7 @@ func (r *Roomserver) UpgradeRoom(ctx context.Context, userID, roomID, newVersion
 		}
 		// Power levels: the old ones, with the upgrader able to set up the
 		// new room (v12 creators have unlimited power and are not listed).
-		oldPL, err := r.stateEvent(ctx, q, old.room.RoomVersion, old.state, stateKey{"m.room.power_levels", ""})
+		oldPL, err := r.stateEvent(ctx, q.Queries, old.room.RoomVersion, old.state, stateKey{"m.room.power_levels", ""})
 		if err != nil {
 			return err
 		}
@@ -94,7 +93,7 @@ func (r *Roomserver) UpgradeRoom(ctx context.Context, userID, roomID, newVersion
 			return err
 		}
 		for _, typ := range upgradeCopiedState {
-			ev, err := r.stateEvent(ctx, q, old.room.RoomVersion, old.state, stateKey{typ, ""})
+			ev, err := r.stateEvent(ctx, q.Queries, old.room.RoomVersion, old.state, stateKey{typ, ""})
 			if err != nil {
 				return err
 			}
@@ -118,7 +117,7 @@ func (r *Roomserver) UpgradeRoom(ctx context.Context, userID, roomID, newVersion
 				return err
 			}
 		}
-		if canon, err := r.stateEvent(ctx, q, old.room.RoomVersion, old.state, stateKey{"m.room.canonical_alias", ""}); err != nil {
+		if canon, err := r.stateEvent(ctx, q.Queries, old.room.RoomVersion, old.state, stateKey{"m.room.canonical_alias", ""}); err != nil {
 			return err
 		} else if canon != nil {
 			if _, err := nw.append(ctx, proto{Sender: userID, Type: "m.room.canonical_alias", StateKey: &empty, Content: canon.Content()}); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"chappe/mxerr"
 	"chappe/sqlstore"
+	"chappe/streams"
 )
 
 // writer appends local events to one room inside one database transaction.
@@ -18,13 +19,42 @@ import (
 type writer struct {
 	r     *Roomserver
 	q     *sqlstore.Queries
+	t     *txn // the transaction: stream positions taken and who to wake
 	room  sqlstore.Room
 	ver   gomatrixserverlib.IRoomVersion
 	state *snapshot // current state (after the last appended event)
 }
 
+// txn is a database transaction of the roomserver: the queries, the stream
+// positions it took and what its changes concern, for the Hub.
+type txn struct {
+	*sqlstore.Queries
+	positions []int64
+	change    streams.Change
+}
+
+// inTx runs fn in one database transaction, then reports the stream
+// positions it took to the Hub: visible (and waking the rooms' members) if
+// the transaction committed, abandoned if it rolled back.
+func (r *Roomserver) inTx(ctx context.Context, fn func(q *txn) error) error {
+	t := &txn{}
+	err := r.store.InTx(ctx, func(q *sqlstore.Queries) error {
+		t.Queries = q
+		return fn(t)
+	})
+	for _, p := range t.positions {
+		if err == nil {
+			r.hub.Commit(p, t.change)
+		} else {
+			r.hub.Abort(p)
+		}
+	}
+	return err
+}
+
 // openWriter locks the room for the transaction q.
-func (r *Roomserver) openWriter(ctx context.Context, q *sqlstore.Queries, roomID string) (*writer, error) {
+func (r *Roomserver) openWriter(ctx context.Context, t *txn, roomID string) (*writer, error) {
+	q := t.Queries
 	room, err := r.loadRoom(ctx, q, roomID, true)
 	if err != nil {
 		return nil, err
@@ -37,7 +67,7 @@ func (r *Roomserver) openWriter(ctx context.Context, q *sqlstore.Queries, roomID
 	if err != nil {
 		return nil, err
 	}
-	return &writer{r: r, q: q, room: room, ver: ver, state: state}, nil
+	return &writer{r: r, q: q, t: t, room: room, ver: ver, state: state}, nil
 }
 
 // appended is an event the writer stored.
@@ -92,6 +122,15 @@ func (w *writer) storeWithTxn(ctx context.Context, ev gomatrixserverlib.PDU, txn
 		EventID: ev.EventID(), RoomID: w.room.RoomID, Type: ev.Type(), StateKey: ev.StateKey(),
 		Sender: string(ev.SenderID()), Depth: ev.Depth(), OriginServerTS: int64(ev.OriginServerTS()),
 		StateBefore: w.state.nid, JSON: string(ev.JSON()),
+	}
+	// The stream position is taken under the room's lock, so a room's
+	// events are in the same order in the stream as in the room.
+	row.StreamPos = w.r.hub.Alloc()
+	w.t.positions = append(w.t.positions, row.StreamPos)
+	w.t.change.Rooms = appendUnique(w.t.change.Rooms, w.room.RoomID)
+	if ev.Type() == "m.room.member" && ev.StateKey() != nil {
+		// The target may not be in the room yet (an invite): wake them too.
+		w.t.change.Users = appendUnique(w.t.change.Users, *ev.StateKey())
 	}
 	if rel := gjson.GetBytes(ev.Content(), `m\.relates_to`); rel.IsObject() {
 		if id := rel.Get("event_id").String(); id != "" {
@@ -221,6 +260,15 @@ func (w *writer) userLevel(ctx context.Context, userID string) (int64, error) {
 func (w *writer) membership(ctx context.Context, userID string) (string, error) {
 	m, _, err := w.r.membershipIn(ctx, w.q, w.room.RoomVersion, w.state, userID)
 	return m, err
+}
+
+func appendUnique(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
 }
 
 // content marshals an event content.

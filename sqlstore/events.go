@@ -25,15 +25,15 @@ type Event struct {
 }
 
 const insertEventSQL = `
-INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts, state_before, json, relates_to, rel_type)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-RETURNING event_nid, stream_pos`
+INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts, stream_pos, state_before, json, relates_to, rel_type)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+RETURNING event_nid`
 
-// InsertEvent stores an event; ErrConflict if its ID is already stored.
-// It fills in NID and StreamPos.
+// InsertEvent stores an event at its stream position; ErrConflict if its ID
+// is already stored. It fills in NID.
 func (q *Queries) InsertEvent(ctx context.Context, e *Event) error {
 	err := q.q.QueryRow(ctx, insertEventSQL, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS,
-		e.StateBefore, e.JSON, e.RelatesTo, e.RelType).Scan(&e.NID, &e.StreamPos)
+		e.StreamPos, e.StateBefore, e.JSON, e.RelatesTo, e.RelType).Scan(&e.NID)
 	if isUniqueViolation(err) {
 		return ErrConflict
 	}
@@ -316,15 +316,15 @@ type ClientTxn struct {
 	CreatedTS        int64
 }
 
-// AppendEvent stores a non-state event, moves the room's head to it and
-// records its client transaction, in one round trip (a pipelined batch inside
-// the caller's transaction). It fills in NID and StreamPos; ErrConflict if the
-// event or the transaction ID already exists.
+// AppendEvent stores a non-state event at its stream position, moves the
+// room's head to it and records its client transaction, in one round trip (a
+// pipelined batch inside the caller's transaction). It fills in NID;
+// ErrConflict if the event or the transaction ID already exists.
 func (q *Queries) AppendEvent(ctx context.Context, e *Event, extremities []string, maxDepth, snapshot int64, txn *ClientTxn) error {
 	b := &pgx.Batch{}
 	b.Queue(insertEventSQL, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS,
-		e.StateBefore, e.JSON, e.RelatesTo, e.RelType).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&e.NID, &e.StreamPos)
+		e.StreamPos, e.StateBefore, e.JSON, e.RelatesTo, e.RelType).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&e.NID)
 	})
 	b.Queue(updateRoomHeadSQL, e.RoomID, extremities, maxDepth, snapshot)
 	if txn != nil {
@@ -345,4 +345,17 @@ func (q *Queries) LatestPosition(ctx context.Context, roomID string) (Position, 
 	var p Position
 	err := q.q.QueryRow(ctx, selectLatestPositionSQL, roomID).Scan(&p.Depth, &p.Stream)
 	return p, notFound(err)
+}
+
+// selectMaxStreamSQL is the highest stream position stored in any table
+// that takes positions from the stream (see package streams).
+const selectMaxStreamSQL = `SELECT GREATEST(
+    (SELECT COALESCE(max(stream_pos), 0) FROM events)
+)`
+
+// MaxStreamPosition is where the stream resumes after a restart.
+func (q *Queries) MaxStreamPosition(ctx context.Context) (int64, error) {
+	var p int64
+	err := q.q.QueryRow(ctx, selectMaxStreamSQL).Scan(&p)
+	return p, err
 }

@@ -17,7 +17,6 @@ CREATE TABLE rooms (
 
 -- Every event, stored once as the signed JSON. Redaction rewrites json in place
 -- with the room version's redaction algorithm, so the content is gone for good.
-CREATE SEQUENCE event_stream_seq;
 CREATE TABLE events (
     event_nid        BIGSERIAL PRIMARY KEY,          -- internal numeric ID, referenced by snapshots
     event_id         TEXT    NOT NULL UNIQUE,        -- Matrix event ID
@@ -27,7 +26,7 @@ CREATE TABLE events (
     sender           TEXT    NOT NULL,               -- sender user ID
     depth            BIGINT  NOT NULL,               -- depth in the room DAG
     origin_server_ts BIGINT  NOT NULL,               -- sender's timestamp, ms
-    stream_pos       BIGINT  NOT NULL UNIQUE DEFAULT nextval('event_stream_seq'), -- order of acceptance on this server
+    stream_pos       BIGINT  NOT NULL UNIQUE,        -- position in the server's stream (package streams): order of acceptance
     state_before     BIGINT  NOT NULL,               -- snapshot of the room state just before this event
     json             TEXT    NOT NULL,               -- the event as signed (or redacted) JSON
     redacted_by      TEXT,                           -- event ID of the redaction applied to it, if any
