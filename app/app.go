@@ -30,8 +30,8 @@ import (
 	"chappe/roomserver"
 	"chappe/signingkey"
 	"chappe/sqlstore"
-	"chappe/streams"
 	"chappe/sqlstore/localpg"
+	"chappe/streams"
 )
 
 // Server is a running homeserver's parts.

@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"chappe/signingkey"
-	"chappe/streams"
 	"chappe/sqlstore/sqltest"
+	"chappe/streams"
 )
 
 func TestMain(m *testing.M) { sqltest.Main(m) }

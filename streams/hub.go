@@ -44,11 +44,11 @@ func (p Position) After(q Position) bool { return p.Stream > q.Stream || p.Typin
 // subscribers once changes are visible.
 type Hub struct {
 	mu       sync.Mutex
-	next     int64                // last position handed out
-	inFlight map[int64]struct{}   // allocated, not yet committed or rolled back
-	pending  map[int64]Change     // committed but not yet visible (a lower position is in flight)
-	current  int64                // highest position with nothing in flight at or below it
-	typing   int64                // typing counter
+	next     int64              // last position handed out
+	inFlight map[int64]struct{} // allocated, not yet committed or rolled back
+	pending  map[int64]Change   // committed but not yet visible (a lower position is in flight)
+	current  int64              // highest position with nothing in flight at or below it
+	typing   int64              // typing counter
 	byUser   map[string]map[*Subscription]struct{}
 	byRoom   map[string]map[*Subscription]struct{}
 }
