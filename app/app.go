@@ -32,6 +32,7 @@ import (
 	"chappe/sqlstore"
 	"chappe/sqlstore/localpg"
 	"chappe/streams"
+	"chappe/syncapi"
 )
 
 // Server is a running homeserver's parts.
@@ -42,6 +43,7 @@ type Server struct {
 	Accounts *accounts.Service
 	Rooms    *roomserver.Roomserver
 	Hub      *streams.Hub // the stream positions and the wake-ups of /sync
+	Sync     *syncapi.Syncer
 	Media    *media.Service
 	Key      signingkey.Key
 
@@ -181,6 +183,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 	}
 	s.Hub = streams.NewHub(last)
 	s.Rooms = roomserver.New(roomserver.Config{ServerName: cfg.ServerName, DefaultVersion: cfg.Rooms.DefaultVersion}, db.Store, key, s.Accounts, s.Hub)
+	s.Sync = syncapi.New(syncapi.Deps{Store: db.Store, Hub: s.Hub, Rooms: s.Rooms})
 	if s.Media, err = NewMedia(cfg, db.Store); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -213,7 +216,7 @@ func (s *Server) router() http.Handler {
 		RateBurst:        cfg.RateLimit.Burst,
 		LoginPerSecond:   cfg.RateLimit.LoginPerSecond,
 		LoginBurst:       cfg.RateLimit.LoginBurst,
-	}, clientapi.Deps{Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Allowlist: s.Allowlist})
+	}, clientapi.Deps{Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Sync: s.Sync, Allowlist: s.Allowlist})
 	api.Routes(r)
 	r.Method(http.MethodGet, "/_matrix/key/v2/server", federation.NewKeyServer(cfg.ServerName, s.Key, cfg.SigningKey.Validity.D()))
 	return r

@@ -68,6 +68,7 @@ type Deps struct {
 	Accounts Accounts
 	Rooms    Rooms
 	Media    Media
+	Sync     Sync
 	// Allowlist serves GET /_chappe/admin/v1/allowlist.
 	Allowlist AllowlistStatus
 }
@@ -78,6 +79,7 @@ type API struct {
 	accounts Accounts
 	rooms    Rooms
 	media    Media
+	syncer   Sync
 	general  *ratelimit.Limiter // every request, per user or address
 	login    *ratelimit.Limiter // login, registration, refresh: per address
 
@@ -87,7 +89,7 @@ type API struct {
 
 // New builds the client API.
 func New(cfg Config, deps Deps) *API {
-	a := &API{cfg: cfg, accounts: deps.Accounts, rooms: deps.Rooms, media: deps.Media, allowlist: deps.Allowlist}
+	a := &API{cfg: cfg, accounts: deps.Accounts, rooms: deps.Rooms, media: deps.Media, syncer: deps.Sync, allowlist: deps.Allowlist}
 	if cfg.RateLimitEnabled {
 		a.general = ratelimit.New(cfg.RatePerSecond, cfg.RateBurst, 0)
 		a.login = ratelimit.New(cfg.LoginPerSecond, cfg.LoginBurst, 0)
@@ -147,6 +149,7 @@ func (a *API) Routes(r chi.Router) {
 		r.Put("/_matrix/client/v3/profile/{userId}/{keyName}", a.putProfileField)
 		r.Delete("/_matrix/client/v3/profile/{userId}/{keyName}", a.deleteProfileField)
 		a.roomRoutes(r)
+		a.syncRoutes(r)
 		a.mediaRoutes(r)
 		r.Get("/_chappe/admin/v1/allowlist", a.adminAllowlist)
 	})

@@ -21,6 +21,10 @@ type ClientEvent struct {
 	Type           string          `json:"type"`
 	Redacts        string          `json:"redacts,omitempty"`
 	Unsigned       map[string]any  `json:"unsigned,omitempty"`
+
+	// PDU is the event as signed, for the "federation" event format of
+	// sync filters; never part of the client format.
+	PDU json.RawMessage `json:"-"`
 }
 
 // Viewer is who reads: the user, and the device whose transaction IDs are
@@ -46,7 +50,11 @@ func (r *Roomserver) formatEvents(ctx context.Context, q *sqlstore.Queries, room
 		}
 	}
 	txns := map[string]string{}
-	if viewer.DeviceID != "" {
+	ownEvents := false
+	for _, row := range rows {
+		ownEvents = ownEvents || row.Sender == viewer.UserID
+	}
+	if viewer.DeviceID != "" && ownEvents {
 		var err error
 		if txns, err = q.TxnsOfEvents(ctx, ids, viewer.UserID, viewer.DeviceID); err != nil {
 			return nil, err
@@ -134,6 +142,7 @@ func (r *Roomserver) toClientEvent(ev gomatrixserverlib.PDU, unsigned map[string
 		Type:           ev.Type(),
 		Redacts:        ev.Redacts(),
 		Unsigned:       unsigned,
+		PDU:            ev.JSON(),
 	}
 	if len(c.Content) == 0 {
 		c.Content = json.RawMessage("{}")

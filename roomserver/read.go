@@ -220,6 +220,30 @@ func gapAfter(p Position) Position { return Position{Depth: p.Depth, Stream: p.S
 // Token writes a position as a pagination token.
 func Token(p Position) string { return fmt.Sprintf("t%d_%d", p.Depth, p.Stream) }
 
+// roomGap reads a pagination token for one room: a room token ("t…"), or a
+// sync token ("s<stream>_…", which /sync's next_batch is and which /messages
+// accepts too): the gap after every event of the room at or before that
+// stream position.
+func (r *Roomserver) roomGap(ctx context.Context, q *sqlstore.Queries, roomID, tok string) (Position, error) {
+	if !strings.HasPrefix(tok, "s") {
+		return ParseToken(tok)
+	}
+	streamPart, _, _ := strings.Cut(tok[1:], "_")
+	stream, err := strconv.ParseInt(streamPart, 10, 64)
+	if err != nil || stream < 0 {
+		return Position{}, mxerr.New(mxerr.InvalidParam, "Invalid pagination token %q", tok)
+	}
+	p, err := q.FirstPositionAfterStream(ctx, roomID, stream)
+	if errors.Is(err, sqlstore.ErrNotFound) {
+		latest, err := q.LatestPosition(ctx, roomID)
+		if err != nil {
+			return Position{}, err
+		}
+		return gapAfter(latest), nil
+	}
+	return p, err
+}
+
 // ParseToken reads a pagination token; 400 M_INVALID_PARAM if malformed.
 func ParseToken(s string) (Position, error) {
 	bad := mxerr.New(mxerr.InvalidParam, "Invalid pagination token %q", s)
@@ -282,13 +306,13 @@ func (r *Roomserver) Messages(ctx context.Context, viewer Viewer, roomID string,
 		from = gapAfter(latest)
 	}
 	if req.From != "" {
-		if from, err = ParseToken(req.From); err != nil {
+		if from, err = r.roomGap(ctx, rd.q, roomID, req.From); err != nil {
 			return MessagesResponse{}, err
 		}
 	}
 	var to *Position
 	if req.To != "" {
-		p, err := ParseToken(req.To)
+		p, err := r.roomGap(ctx, rd.q, roomID, req.To)
 		if err != nil {
 			return MessagesResponse{}, err
 		}

@@ -34,7 +34,9 @@ CREATE TABLE events (
     rel_type         TEXT                            -- content.m.relates_to.rel_type
 );
 CREATE INDEX events_room_topo ON events (room_id, depth, stream_pos);       -- /messages in both directions
+CREATE INDEX events_room_stream ON events (room_id, stream_pos);            -- /sync: a room's events in a stream range
 CREATE INDEX events_room_ts ON events (room_id, origin_server_ts);          -- /timestamp_to_event
+CREATE INDEX events_members ON events (state_key, stream_pos) WHERE type = 'm.room.member'; -- /sync: a user's membership changes
 CREATE INDEX events_relations ON events (relates_to, rel_type, type) WHERE relates_to IS NOT NULL; -- /relations
 
 -- State snapshots: a snapshot is its parent's state plus a delta. Chains are

@@ -1,0 +1,476 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"chappe/mxerr"
+	"chappe/roomserver"
+	"chappe/sqlstore"
+	"chappe/streams"
+)
+
+// Rooms is what sync needs from the roomserver.
+type Rooms interface {
+	SyncRooms(ctx context.Context, req roomserver.SyncRequest) ([]roomserver.SyncRoom, error)
+}
+
+// AccountData is the account data component, as sync reads it.
+type AccountData interface {
+	// AccountDataSince returns the global and per-room account data events
+	// changed in (from, to]; from 0 means all current account data.
+	AccountDataSince(ctx context.Context, userID string, from, to int64) (global []json.RawMessage, rooms map[string][]json.RawMessage, err error)
+	// IgnoredUsers is the user's m.ignored_user_list.
+	IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error)
+}
+
+// Ephemeral is typing, receipts and presence, as sync reads them.
+type Ephemeral interface {
+	// TypingSince returns the m.typing event of the room if its typing set
+	// changed after the typing counter value since (always when since is 0).
+	TypingSince(roomID string, since int64) (json.RawMessage, bool)
+	// ReceiptsSince returns, per room, the m.receipt event of the receipts
+	// changed in (from, to] that the viewer may see.
+	ReceiptsSince(ctx context.Context, viewer string, roomIDs []string, from, to int64) (map[string]json.RawMessage, error)
+	// PresenceSince returns the m.presence events of users changed in (from, to].
+	PresenceSince(ctx context.Context, viewer string, from, to int64) ([]json.RawMessage, error)
+	// SetPresence records the presence a syncing client asked for.
+	SetPresence(ctx context.Context, userID, presence string) error
+}
+
+// Counts are a room's unread counts.
+type Counts struct {
+	Notifications int `json:"notification_count"`
+	Highlights    int `json:"highlight_count"`
+}
+
+// RoomCounts are the unread counts of a room, and of each of its threads.
+type RoomCounts struct {
+	Counts
+	Threads map[string]Counts
+}
+
+// Push is the push-rule component, as sync reads it.
+type Push interface {
+	UnreadCounts(ctx context.Context, userID string, roomIDs []string) (map[string]RoomCounts, error)
+}
+
+// E2EE is the end-to-end encryption relay, as sync reads it.
+type E2EE interface {
+	ToDeviceSince(ctx context.Context, userID, deviceID string, from, to int64) ([]json.RawMessage, error)
+	DeviceListsSince(ctx context.Context, userID string, from, to int64) (changed, left []string, err error)
+	OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error)
+}
+
+// Deps are the components sync reads. Any of AccountData, Ephemeral, Push
+// and E2EE may be nil while that component does not exist: its sections are
+// then empty.
+type Deps struct {
+	Store       *sqlstore.Store
+	Hub         *streams.Hub
+	Rooms       Rooms
+	AccountData AccountData
+	Ephemeral   Ephemeral
+	Push        Push
+	E2EE        E2EE
+}
+
+// Syncer answers /sync.
+type Syncer struct {
+	Deps
+	now func() time.Time
+}
+
+// New returns the sync component.
+func New(d Deps) *Syncer { return &Syncer{Deps: d, now: time.Now} }
+
+// Token is a sync token: "s<stream>_<typing>".
+func Token(p streams.Position) string { return fmt.Sprintf("s%d_%d", p.Stream, p.Typing) }
+
+// ParseToken reads a sync token; 400 M_INVALID_PARAM if it is not one.
+func ParseToken(s string) (streams.Position, error) {
+	bad := mxerr.New(mxerr.InvalidParam, "Invalid since token %q", s)
+	if !strings.HasPrefix(s, "s") {
+		return streams.Position{}, bad
+	}
+	a, b, ok := strings.Cut(s[1:], "_")
+	if !ok {
+		return streams.Position{}, bad
+	}
+	stream, err1 := strconv.ParseInt(a, 10, 64)
+	typing, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || stream < 0 || typing < 0 {
+		return streams.Position{}, bad
+	}
+	return streams.Position{Stream: stream, Typing: typing}, nil
+}
+
+// Request is one /sync call.
+type Request struct {
+	UserID      string
+	DeviceID    string
+	Since       string
+	Filter      Filter
+	FullState   bool
+	Timeout     time.Duration
+	SetPresence string
+}
+
+// Sync answers a /sync: an initial sync at once, an incremental one as soon
+// as something for the user is visible beyond since, or an empty one when
+// the timeout ends. While it waits it holds no database connection.
+func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
+	var since *streams.Position
+	if req.Since != "" {
+		p, err := ParseToken(req.Since)
+		if err != nil {
+			return nil, err
+		}
+		if p.Stream > s.Hub.Current().Stream {
+			return nil, mxerr.New(mxerr.InvalidParam, "The since token %q is from the future", req.Since)
+		}
+		since = &p
+	}
+	if req.SetPresence != "" && s.Ephemeral != nil {
+		if err := s.Ephemeral.SetPresence(ctx, req.UserID, req.SetPresence); err != nil {
+			return nil, err
+		}
+	}
+	if since == nil || req.FullState {
+		var from streams.Position
+		if since != nil {
+			from = *since
+		}
+		return s.compute(ctx, req, from, since == nil, s.Hub.Current())
+	}
+	// Subscribe before reading, so a change committed meanwhile wakes us.
+	memberships, err := s.Store.CurrentMemberships(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	var rooms []string
+	for _, m := range memberships {
+		rooms = append(rooms, m.RoomID)
+	}
+	sub := s.Hub.Subscribe(req.UserID, rooms)
+	defer sub.Close()
+	deadline := s.now().Add(req.Timeout)
+	waitCtx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	from := *since
+	for {
+		upto := sub.Wait(waitCtx, from)
+		if !upto.After(from) {
+			// Timed out (or the client went away) with nothing new.
+			return emptyResponse(from), nil
+		}
+		resp, err := s.compute(ctx, req, *since, false, upto)
+		if err != nil {
+			return nil, err
+		}
+		if !resp.empty() || !s.now().Before(deadline) || ctx.Err() != nil {
+			return resp, nil
+		}
+		// What moved concerned other users: wait on from here.
+		from = upto
+	}
+}
+
+// compute builds the response for the range (since, upto].
+func (s *Syncer) compute(ctx context.Context, req Request, since streams.Position, initial bool, upto streams.Position) (*Response, error) {
+	f := req.Filter
+	resp := newResponse(upto)
+	var ignored map[string]bool
+	if s.AccountData != nil {
+		var err error
+		if ignored, err = s.AccountData.IgnoredUsers(ctx, req.UserID); err != nil {
+			return nil, err
+		}
+	}
+	timelineFilter := f.Room.Timeline
+	rooms, err := s.Rooms.SyncRooms(ctx, roomserver.SyncRequest{
+		Viewer:         roomserver.Viewer{UserID: req.UserID, DeviceID: req.DeviceID},
+		Since:          since.Stream,
+		Upto:           upto.Stream,
+		FullState:      req.FullState,
+		TimelineLimit:  timelineFilter.limit(10),
+		TimelineFilter: timelineFilter.eventFilter(),
+		StateFilter:    roomserver.StateFilter{EventFilter: f.Room.State.eventFilter(), LazyLoadMembers: f.Room.State.LazyLoadMembers},
+		IncludeLeave:   f.Room.IncludeLeave,
+		KeepRoom: func(roomID string) bool {
+			return f.Room.keepsRoom(roomID) && f.Room.Timeline.keepsRoom(roomID)
+		},
+		Ignored: ignored,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var joined []string
+	for _, r := range rooms {
+		switch r.Membership {
+		case "join":
+			resp.Rooms.Join[r.RoomID] = s.joinedRoom(r, f)
+			joined = append(joined, r.RoomID)
+		case "invite":
+			resp.Rooms.Invite[r.RoomID] = &InvitedRoom{InviteState: strippedList{Events: r.StrippedState}}
+		case "knock":
+			resp.Rooms.Knock[r.RoomID] = &KnockedRoom{KnockState: strippedList{Events: r.StrippedState}}
+		default:
+			resp.Rooms.Leave[r.RoomID] = &LeftRoom{
+				Timeline: timeline{Events: s.events(r.Timeline, f), Limited: r.Limited, PrevBatch: r.PrevBatch},
+				State:    eventList{Events: s.events(r.State, f)}, AccountData: eventList{Events: []json.RawMessage{}},
+			}
+		}
+	}
+	if err := s.addAccountData(ctx, req, f, resp, since, upto, initial); err != nil {
+		return nil, err
+	}
+	if err := s.addEphemeral(ctx, req, f, resp, joined, since, upto, initial); err != nil {
+		return nil, err
+	}
+	if err := s.addCounts(ctx, req, resp, joined); err != nil {
+		return nil, err
+	}
+	if err := s.addE2EE(ctx, req, resp, since, upto); err != nil {
+		return nil, err
+	}
+	if !initial && !req.FullState {
+		resp.pruneQuietRooms()
+	}
+	return resp, nil
+}
+
+func (s *Syncer) joinedRoom(r roomserver.SyncRoom, f Filter) *JoinedRoom {
+	jr := &JoinedRoom{
+		Timeline:    timeline{Events: s.events(r.Timeline, f), Limited: r.Limited, PrevBatch: r.PrevBatch},
+		State:       eventList{Events: s.events(r.State, f)},
+		AccountData: eventList{Events: []json.RawMessage{}},
+		Ephemeral:   eventList{Events: []json.RawMessage{}},
+		Summary:     r.Summary,
+	}
+	if jr.Summary == nil {
+		jr.Summary = &roomserver.RoomSummary{}
+		jr.summaryUnchanged = true
+	}
+	return jr
+}
+
+// events applies event_format and event_fields.
+func (s *Syncer) events(evs []roomserver.ClientEvent, f Filter) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(evs))
+	for _, ev := range evs {
+		var raw json.RawMessage
+		if f.EventFormat == "federation" && len(ev.PDU) > 0 {
+			raw = ev.PDU
+		} else {
+			raw, _ = json.Marshal(ev)
+		}
+		out = append(out, project(raw, f.EventFields))
+	}
+	return out
+}
+
+func (s *Syncer) addAccountData(ctx context.Context, req Request, f Filter, resp *Response, since, upto streams.Position, initial bool) error {
+	if s.AccountData == nil {
+		return nil
+	}
+	from := since.Stream
+	if initial {
+		from = 0
+	}
+	global, rooms, err := s.AccountData.AccountDataSince(ctx, req.UserID, from, upto.Stream)
+	if err != nil {
+		return err
+	}
+	limit := f.AccountData.limit(1 << 30)
+	for _, ev := range global {
+		if len(resp.AccountData.Events) < limit && f.AccountData.keeps(eventType(ev), "") {
+			resp.AccountData.Events = append(resp.AccountData.Events, ev)
+		}
+	}
+	for roomID, evs := range rooms {
+		if !f.Room.AccountData.keepsRoom(roomID) {
+			continue
+		}
+		jr, ok := resp.Rooms.Join[roomID]
+		if !ok {
+			continue
+		}
+		for _, ev := range evs {
+			if f.Room.AccountData.keeps(eventType(ev), "") {
+				jr.AccountData.Events = append(jr.AccountData.Events, ev)
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Syncer) addEphemeral(ctx context.Context, req Request, f Filter, resp *Response, joined []string, since, upto streams.Position, initial bool) error {
+	if s.Ephemeral == nil {
+		return nil
+	}
+	eph := f.Room.Ephemeral
+	var rooms []string
+	for _, r := range joined {
+		if eph.keepsRoom(r) {
+			rooms = append(rooms, r)
+		}
+	}
+	typingSince := since.Typing
+	if initial {
+		typingSince = 0
+	}
+	if eph.keeps("m.typing", "") && (initial || upto.Typing > since.Typing) {
+		for _, r := range rooms {
+			if ev, ok := s.Ephemeral.TypingSince(r, typingSince); ok {
+				resp.Rooms.Join[r].Ephemeral.Events = append(resp.Rooms.Join[r].Ephemeral.Events, ev)
+			}
+		}
+	}
+	from := since.Stream
+	if initial {
+		from = 0
+	}
+	if eph.keeps("m.receipt", "") && len(rooms) > 0 {
+		receipts, err := s.Ephemeral.ReceiptsSince(ctx, req.UserID, rooms, from, upto.Stream)
+		if err != nil {
+			return err
+		}
+		for r, ev := range receipts {
+			if jr, ok := resp.Rooms.Join[r]; ok {
+				jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
+			}
+		}
+	}
+	presence, err := s.Ephemeral.PresenceSince(ctx, req.UserID, from, upto.Stream)
+	if err != nil {
+		return err
+	}
+	limit := f.Presence.limit(1 << 30)
+	for _, ev := range presence {
+		if len(resp.Presence.Events) < limit && f.Presence.keeps("m.presence", eventSender(ev)) {
+			resp.Presence.Events = append(resp.Presence.Events, ev)
+		}
+	}
+	return nil
+}
+
+func (s *Syncer) addCounts(ctx context.Context, req Request, resp *Response, joined []string) error {
+	if s.Push == nil || len(joined) == 0 {
+		return nil
+	}
+	counts, err := s.Push.UnreadCounts(ctx, req.UserID, joined)
+	if err != nil {
+		return err
+	}
+	for roomID, c := range counts {
+		jr, ok := resp.Rooms.Join[roomID]
+		if !ok {
+			continue
+		}
+		cc := c.Counts
+		jr.UnreadNotifications = &cc
+		if req.Filter.Room.Timeline.UnreadThreadNotifications && len(c.Threads) > 0 {
+			jr.UnreadThreadNotifications = c.Threads
+		}
+	}
+	return nil
+}
+
+func (s *Syncer) addE2EE(ctx context.Context, req Request, resp *Response, since, upto streams.Position) error {
+	if s.E2EE == nil {
+		return nil
+	}
+	msgs, err := s.E2EE.ToDeviceSince(ctx, req.UserID, req.DeviceID, since.Stream, upto.Stream)
+	if err != nil {
+		return err
+	}
+	resp.ToDevice.Events = append(resp.ToDevice.Events, msgs...)
+	if since.Stream > 0 {
+		changed, left, err := s.E2EE.DeviceListsSince(ctx, req.UserID, since.Stream, upto.Stream)
+		if err != nil {
+			return err
+		}
+		resp.DeviceLists.Changed, resp.DeviceLists.Left = changed, left
+	}
+	counts, fallback, err := s.E2EE.OneTimeKeyCounts(ctx, req.UserID, req.DeviceID)
+	if err != nil {
+		return err
+	}
+	resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes = counts, fallback
+	return nil
+}
+
+func eventType(ev json.RawMessage) string {
+	var e struct {
+		Type string `json:"type"`
+	}
+	_ = json.Unmarshal(ev, &e)
+	return e.Type
+}
+
+func eventSender(ev json.RawMessage) string {
+	var e struct {
+		Sender string `json:"sender"`
+	}
+	_ = json.Unmarshal(ev, &e)
+	return e.Sender
+}
+
+// SaveFilter stores a filter for the user. Spec: POST /user/{userId}/filter.
+func (s *Syncer) SaveFilter(ctx context.Context, userID string, raw []byte) (string, error) {
+	f, err := ParseFilter(raw)
+	if err != nil {
+		return "", err
+	}
+	canonical, err := json.Marshal(f)
+	if err != nil {
+		return "", err
+	}
+	id, err := s.Store.InsertFilter(ctx, userID, canonical, s.now().UnixMilli())
+	return strconv.FormatInt(id, 10), err
+}
+
+// LoadFilter returns a stored filter. Spec: GET /user/{userId}/filter/{filterId}.
+func (s *Syncer) LoadFilter(ctx context.Context, userID, filterID string) (Filter, error) {
+	id, err := strconv.ParseInt(filterID, 10, 64)
+	notFound := mxerr.New(mxerr.NotFound, "No filter %q", filterID)
+	if err != nil || id < 0 {
+		return Filter{}, notFound
+	}
+	raw, err := s.Store.GetFilter(ctx, userID, id)
+	if errors.Is(err, sqlstore.ErrNotFound) {
+		return Filter{}, notFound
+	}
+	if err != nil {
+		return Filter{}, err
+	}
+	var f Filter
+	err = json.Unmarshal(raw, &f)
+	return f, err
+}
+
+// ResolveFilter reads the filter parameter of /sync: a stored filter ID or
+// inline JSON.
+func (s *Syncer) ResolveFilter(ctx context.Context, userID, param string) (Filter, error) {
+	switch {
+	case param == "":
+		return Filter{}, nil
+	case strings.HasPrefix(strings.TrimSpace(param), "{"):
+		f, err := ParseFilter([]byte(param))
+		if e, ok := mxerr.As(err); ok {
+			return f, mxerr.New(mxerr.InvalidParam, "filter: %s", e.Message)
+		}
+		return f, err
+	}
+	f, err := s.LoadFilter(ctx, userID, param)
+	if e, ok := mxerr.As(err); ok && e.Code == mxerr.NotFound {
+		return f, mxerr.New(mxerr.InvalidParam, "Unknown filter ID %q", param)
+	}
+	return f, err
+}
