@@ -20,19 +20,24 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog"
 
+	"chappe/accountdata"
 	"chappe/accounts"
 	"chappe/allowlist"
 	"chappe/clientapi"
 	"chappe/config"
+	"chappe/ephemeral"
 	"chappe/federation"
 	"chappe/media"
 	"chappe/mxhttp"
+	"chappe/push"
 	"chappe/roomserver"
 	"chappe/signingkey"
 	"chappe/sqlstore"
 	"chappe/sqlstore/localpg"
 	"chappe/streams"
 	"chappe/syncapi"
+	"chappe/userdir"
+	"chappe/voip"
 )
 
 // Server is a running homeserver's parts.
@@ -44,8 +49,15 @@ type Server struct {
 	Rooms    *roomserver.Roomserver
 	Hub      *streams.Hub // the stream positions and the wake-ups of /sync
 	Sync     *syncapi.Syncer
+	Push     *push.Service // push rules, notification counts, pushers
 	Media    *media.Service
 	Key      signingkey.Key
+
+	// Per-user and ephemeral data around /sync.
+	AccountData *accountdata.Service
+	Ephemeral   *ephemeral.Service // typing, receipts, presence
+	UserDir     *userdir.Directory
+	TURN        *voip.TURN
 
 	// Allowlist is the federation gate and the signed list in force.
 	Allowlist *allowlist.Service
@@ -182,14 +194,25 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 		return nil, err
 	}
 	s.Hub = streams.NewHub(last)
-	s.Rooms = roomserver.New(roomserver.Config{ServerName: cfg.ServerName, DefaultVersion: cfg.Rooms.DefaultVersion}, db.Store, key, s.Accounts, s.Hub)
-	s.Sync = syncapi.New(syncapi.Deps{Store: db.Store, Hub: s.Hub, Rooms: s.Rooms})
+	s.Push = push.New(push.Config{ServerName: cfg.ServerName}, db.Store, s.Hub)
+	s.Rooms = roomserver.New(roomserver.Config{ServerName: cfg.ServerName, DefaultVersion: cfg.Rooms.DefaultVersion}, db.Store, key, s.Accounts, s.Hub, s.Push)
+	s.newUserData()
+	s.Sync = syncapi.New(syncapi.Deps{Store: db.Store, Hub: s.Hub, Rooms: s.Rooms, AccountData: s.AccountData, Ephemeral: s.Ephemeral, Push: syncPush{s.Push}})
 	if s.Media, err = NewMedia(cfg, db.Store); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
 	s.handler = s.router()
 	return s, nil
+}
+
+// newUserData builds the per-user and ephemeral components around /sync.
+func (s *Server) newUserData() {
+	cfg, store := s.Config, s.Store
+	s.AccountData = accountdata.New(store, s.Hub)
+	s.Ephemeral = ephemeral.New(store, s.Hub, s.AccountData, ephemeral.PresenceConfig{Enabled: cfg.Presence.Enabled}, nil)
+	s.UserDir = userdir.New(store)
+	s.TURN = voip.New(voip.Config{URIs: cfg.TURN.URIs, SharedSecret: cfg.TURN.SharedSecret, TTL: cfg.TURN.TTL.D()}, nil)
 }
 
 // router is the whole HTTP surface: middleware, client API, key server.
@@ -216,7 +239,9 @@ func (s *Server) router() http.Handler {
 		RateBurst:        cfg.RateLimit.Burst,
 		LoginPerSecond:   cfg.RateLimit.LoginPerSecond,
 		LoginBurst:       cfg.RateLimit.LoginBurst,
-	}, clientapi.Deps{Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Sync: s.Sync, Allowlist: s.Allowlist})
+	}, clientapi.Deps{Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Sync: s.Sync, Allowlist: s.Allowlist,
+		AccountData: s.AccountData, Receipts: s.Ephemeral.Receipts, Typing: s.Ephemeral.Typing, Presence: s.Ephemeral.Presence,
+		UserDirectory: s.UserDir, TURN: s.TURN, Push: s.Push})
 	api.Routes(r)
 	r.Method(http.MethodGet, "/_matrix/key/v2/server", federation.NewKeyServer(cfg.ServerName, s.Key, cfg.SigningKey.Validity.D()))
 	return r
@@ -253,6 +278,17 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	refreshDone := make(chan struct{})
 	go func() { s.Allowlist.Run(refreshCtx); close(refreshDone) }()
 	defer func() { stopRefresh(); <-refreshDone }()
+	// Typing notifications expire and quiet users go offline by these sweeps.
+	sweepCtx, stopSweeps := context.WithCancel(ctx)
+	sweepsDone := make(chan struct{})
+	go func() {
+		s.Ephemeral.Run(sweepCtx, func(err error) { s.Log.Error().Err(err).Msg("presence sweep") })
+		close(sweepsDone)
+	}()
+	defer func() { stopSweeps(); <-sweepsDone }()
+	pushCtx, stopPush := context.WithCancel(ctx)
+	pushDone := s.runPushDelivery(pushCtx)
+	defer func() { stopPush(); <-pushDone }()
 	select {
 	case err := <-errc:
 		return err

@@ -71,6 +71,15 @@ type Deps struct {
 	Sync     Sync
 	// Allowlist serves GET /_chappe/admin/v1/allowlist.
 	Allowlist AllowlistStatus
+	// Per-user and ephemeral data around /sync (userdata.go).
+	AccountData   AccountData
+	Receipts      Receipts
+	Typing        Typing
+	Presence      Presence
+	UserDirectory UserDirectory
+	TURN          TURN
+	// Push rules, notifications and pushers (push.go).
+	Push Push
 }
 
 // API holds the client API's dependencies.
@@ -85,11 +94,22 @@ type API struct {
 
 	// allowlist reports the allowlist's status to administrators.
 	allowlist AllowlistStatus
+
+	accountData AccountData
+	receipts    Receipts
+	typing      Typing
+	presence    Presence
+	userDir     UserDirectory
+	turn        TURN
+	push        Push
 }
 
 // New builds the client API.
 func New(cfg Config, deps Deps) *API {
 	a := &API{cfg: cfg, accounts: deps.Accounts, rooms: deps.Rooms, media: deps.Media, syncer: deps.Sync, allowlist: deps.Allowlist}
+	a.accountData, a.receipts, a.typing = deps.AccountData, deps.Receipts, deps.Typing
+	a.presence, a.userDir, a.turn = deps.Presence, deps.UserDirectory, deps.TURN
+	a.push = deps.Push
 	if cfg.RateLimitEnabled {
 		a.general = ratelimit.New(cfg.RatePerSecond, cfg.RateBurst, 0)
 		a.login = ratelimit.New(cfg.LoginPerSecond, cfg.LoginBurst, 0)
@@ -149,6 +169,8 @@ func (a *API) Routes(r chi.Router) {
 		r.Put("/_matrix/client/v3/profile/{userId}/{keyName}", a.putProfileField)
 		r.Delete("/_matrix/client/v3/profile/{userId}/{keyName}", a.deleteProfileField)
 		a.roomRoutes(r)
+		a.userDataRoutes(r)
+		a.pushRoutes(r)
 		a.syncRoutes(r)
 		a.mediaRoutes(r)
 		r.Get("/_chappe/admin/v1/allowlist", a.adminAllowlist)

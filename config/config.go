@@ -37,6 +37,8 @@ type Config struct {
 	Rooms        Rooms        `yaml:"rooms"`
 	WellKnown    WellKnown    `yaml:"well_known"`
 	Media        Media        `yaml:"media"`
+	Presence     Presence     `yaml:"presence"`
+	TURN         TURN         `yaml:"turn"`
 	Log          Log          `yaml:"log"`
 }
 
@@ -196,6 +198,24 @@ func (c *Config) MediaLegacyCutoff() (time.Time, error) {
 	return time.Parse(time.RFC3339, c.Media.LegacyDownloadCutoff)
 }
 
+// Presence is the online/offline status users share with their rooms.
+type Presence struct {
+	// Enabled switches presence on. When off, setting it is accepted and
+	// ignored, reading it answers offline, and /sync carries none.
+	Enabled bool `yaml:"enabled"`
+}
+
+// TURN is the TURN server handed to clients for calls (GET /voip/turnServer).
+type TURN struct {
+	// URIs are the turn: and turns: URIs of the TURN server. Empty: none.
+	URIs []string `yaml:"uris"`
+	// SharedSecret is the TURN server's static-auth-secret (coturn
+	// use-auth-secret), from which time-limited credentials are derived.
+	SharedSecret string `yaml:"shared_secret"`
+	// TTL is how long credentials stay valid.
+	TTL Duration `yaml:"ttl"`
+}
+
 // Log configures zerolog.
 type Log struct {
 	// Level is trace, debug, info, warn or error.
@@ -246,7 +266,9 @@ func Defaults() Config {
 				Timeout:         Duration(10 * time.Second),
 			},
 		},
-		Log: Log{Level: "info", Format: "json"},
+		Presence: Presence{Enabled: true},
+		TURN:     TURN{URIs: []string{}, TTL: Duration(24 * time.Hour)},
+		Log:      Log{Level: "info", Format: "json"},
 	}
 }
 
@@ -391,6 +413,7 @@ func (c *Config) Verify() error {
 		bad("media.url_preview.timeout", "must be at least 1s")
 	}
 	c.verifyAllowlist(bad)
+	c.verifyTURN(bad)
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":
 	default:
@@ -402,6 +425,25 @@ func (c *Config) Verify() error {
 		bad("log.format", "must be json or console, got %q", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// verifyTURN checks the turn section: URIs and secret go together.
+func (c *Config) verifyTURN(bad func(key, format string, args ...any)) {
+	t := c.TURN
+	for _, u := range t.URIs {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+			bad("turn.uris", "%q is not a turn: or turns: URI like turn:turn.example.gouv.fr:3478?transport=udp", u)
+		}
+	}
+	if len(t.URIs) > 0 && t.SharedSecret == "" {
+		bad("turn.shared_secret", "must be set when turn.uris is: clients cannot use the TURN server without credentials")
+	}
+	if len(t.URIs) == 0 && t.SharedSecret != "" {
+		bad("turn.uris", "must list the TURN server's URIs when turn.shared_secret is set")
+	}
+	if t.TTL.D() < time.Minute {
+		bad("turn.ttl", "must be at least 1m")
+	}
 }
 
 // verifyAllowlist checks the allowlist section.

@@ -37,14 +37,24 @@ type Profiles interface {
 	UserExists(ctx context.Context, userID string) (bool, error)
 }
 
+// EventListener learns of every event the roomserver stores, inside the
+// transaction q that stores it: what it writes commits or rolls back with
+// the event, and an error rolls the event back. stateAfter is the state
+// snapshot after the event (equal to ev.StateBefore for a message event).
+// Push rules use it to count notifications (package push).
+type EventListener interface {
+	EventStored(ctx context.Context, q *sqlstore.Queries, ev sqlstore.Event, stateAfter int64) error
+}
+
 // Roomserver is the room component.
 type Roomserver struct {
-	cfg      Config
-	store    *sqlstore.Store
-	key      signingkey.Key
-	profiles Profiles
-	hub      *streams.Hub
-	now      func() time.Time
+	cfg       Config
+	store     *sqlstore.Store
+	key       signingkey.Key
+	profiles  Profiles
+	hub       *streams.Hub
+	listeners []EventListener
+	now       func() time.Time
 
 	// events caches parsed events by NID. Events are immutable except for
 	// redaction, which evicts the entry.
@@ -61,11 +71,12 @@ const (
 )
 
 // New returns the roomserver. Every event it stores takes its stream
-// position from hub, which wakes the clients waiting for it.
-func New(cfg Config, store *sqlstore.Store, key signingkey.Key, profiles Profiles, hub *streams.Hub) *Roomserver {
+// position from hub, which wakes the clients waiting for it, and is shown
+// to listeners in its transaction.
+func New(cfg Config, store *sqlstore.Store, key signingkey.Key, profiles Profiles, hub *streams.Hub, listeners ...EventListener) *Roomserver {
 	events, _ := lru.New[int64, gomatrixserverlib.PDU](eventCacheSize)
 	snapshots, _ := lru.New[int64, *snapshot](snapshotCacheSize)
-	return &Roomserver{cfg: cfg, store: store, key: key, profiles: profiles, hub: hub, now: time.Now, events: events, snapshots: snapshots}
+	return &Roomserver{cfg: cfg, store: store, key: key, profiles: profiles, hub: hub, listeners: listeners, now: time.Now, events: events, snapshots: snapshots}
 }
 
 // notFoundRoom is the error for a room this server does not know.

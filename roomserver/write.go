@@ -147,6 +147,9 @@ func (w *writer) storeWithTxn(ctx context.Context, ev gomatrixserverlib.PDU, txn
 		}
 		w.room.ForwardExtremities, w.room.MaxDepth = extremities, ev.Depth()
 		w.r.events.Add(row.NID, ev)
+		if err := w.notifyListeners(ctx, row); err != nil {
+			return nil, err
+		}
 		return &appended{Event: ev, Row: row}, nil
 	}
 	if err := w.q.InsertEvent(ctx, &row); err != nil {
@@ -188,7 +191,21 @@ func (w *writer) storeWithTxn(ctx context.Context, ev gomatrixserverlib.PDU, txn
 			return nil, err
 		}
 	}
+	if err := w.notifyListeners(ctx, row); err != nil {
+		return nil, err
+	}
 	return &appended{Event: ev, Row: row}, nil
+}
+
+// notifyListeners shows a stored event to the listeners, in the writer's
+// transaction, with the state after it.
+func (w *writer) notifyListeners(ctx context.Context, row sqlstore.Event) error {
+	for _, l := range w.r.listeners {
+		if err := l.EventStored(ctx, w.q, row, w.state.nid); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // redactsOf returns the target of a redaction: top-level "redacts" before

@@ -350,7 +350,10 @@ func (q *Queries) LatestPosition(ctx context.Context, roomID string) (Position, 
 // selectMaxStreamSQL is the highest stream position stored in any table
 // that takes positions from the stream (see package streams).
 const selectMaxStreamSQL = `SELECT GREATEST(
-    (SELECT COALESCE(max(stream_pos), 0) FROM events)
+    (SELECT COALESCE(max(stream_pos), 0) FROM events),
+    (SELECT COALESCE(max(stream_pos), 0) FROM account_data),
+    (SELECT COALESCE(max(stream_pos), 0) FROM receipts),
+    (SELECT COALESCE(max(stream_pos), 0) FROM presence)
 )`
 
 // MaxStreamPosition is where the stream resumes after a restart.

@@ -131,13 +131,24 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		if p.Stream > s.Hub.Current().Stream {
+		cur := s.Hub.Current()
+		if p.Stream > cur.Stream {
 			return nil, mxerr.New(mxerr.InvalidParam, "The since token %q is from the future", req.Since)
+		}
+		if p.Typing > cur.Typing {
+			// The typing counter lives in memory and restarted with the
+			// server: send the current typing sets as if for the first time.
+			p.Typing = 0
 		}
 		since = &p
 	}
-	if req.SetPresence != "" && s.Ephemeral != nil {
-		if err := s.Ephemeral.SetPresence(ctx, req.UserID, req.SetPresence); err != nil {
+	if s.Ephemeral != nil {
+		// Spec: set_presence defaults to "online" when omitted.
+		presence := req.SetPresence
+		if presence == "" {
+			presence = "online"
+		}
+		if err := s.Ephemeral.SetPresence(ctx, req.UserID, presence); err != nil {
 			return nil, err
 		}
 	}
