@@ -2,7 +2,12 @@ package app
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"time"
 
+	"chappe/netguard"
 	"chappe/push"
 	"chappe/syncapi"
 )
@@ -19,7 +24,10 @@ func (sp syncPush) UnreadCounts(ctx context.Context, userID string, roomIDs []st
 	}
 	out := make(map[string]syncapi.RoomCounts, len(counts))
 	for room, c := range counts {
-		rc := syncapi.RoomCounts{Counts: syncapi.Counts{Notifications: c.Notifications, Highlights: c.Highlights}}
+		rc := syncapi.RoomCounts{
+			Counts: syncapi.Counts{Notifications: c.Notifications, Highlights: c.Highlights},
+			Main:   syncapi.Counts{Notifications: c.Main.Notifications, Highlights: c.Main.Highlights},
+		}
 		if len(c.Threads) > 0 {
 			rc.Threads = make(map[string]syncapi.Counts, len(c.Threads))
 			for t, tc := range c.Threads {
@@ -36,8 +44,31 @@ func (sp syncPush) UnreadCounts(ctx context.Context, userID string, roomIDs []st
 func (s *Server) runPushDelivery(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
-		s.Push.Run(ctx, nil, s.Log)
+		s.Push.Run(ctx, s.pushGatewayClient(), s.Log)
 		close(done)
 	}()
 	return done
+}
+
+// RulesContent is the user's m.push_rules account data, for initial syncs.
+func (sp syncPush) RulesContent(ctx context.Context, userID string) (json.RawMessage, error) {
+	return sp.p.RulesContent(ctx, userID)
+}
+
+// pushGatewayDeliveryTimeout bounds one request to a push gateway.
+const pushGatewayDeliveryTimeout = 15 * time.Second
+
+// pushGatewayClient reaches push gateways only outside the internal address
+// ranges (plus what push.gateway_allowed_networks admits): pusher URLs come
+// from clients and must not let them make the server call internal services.
+func (s *Server) pushGatewayClient() *http.Client {
+	parse := func(nets []string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, n := range nets {
+			out = append(out, netip.MustParsePrefix(n)) // checked by config.Verify
+		}
+		return out
+	}
+	filter := netguard.NewAddrFilter(parse(s.Config.Push.GatewayAllowedNetworks), parse(s.Config.Push.GatewayDeniedNetworks))
+	return netguard.NewClient(filter, pushGatewayDeliveryTimeout, 3)
 }

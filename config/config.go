@@ -38,6 +38,7 @@ type Config struct {
 	WellKnown    WellKnown    `yaml:"well_known"`
 	Media        Media        `yaml:"media"`
 	Presence     Presence     `yaml:"presence"`
+	Push         Push         `yaml:"push"`
 	TURN         TURN         `yaml:"turn"`
 	Log          Log          `yaml:"log"`
 }
@@ -198,6 +199,16 @@ func (c *Config) MediaLegacyCutoff() (time.Time, error) {
 	return time.Parse(time.RFC3339, c.Media.LegacyDownloadCutoff)
 }
 
+// Push configures delivery to push gateways (the pushers clients register).
+type Push struct {
+	// GatewayAllowedNetworks are CIDR networks push gateways may be reached
+	// in even inside the built-in denied ranges (loopback, private, link-local…),
+	// e.g. a ministry's own gateway on its internal network.
+	GatewayAllowedNetworks []string `yaml:"gateway_allowed_networks"`
+	// GatewayDeniedNetworks are refused in addition to the built-in ranges.
+	GatewayDeniedNetworks []string `yaml:"gateway_denied_networks"`
+}
+
 // Presence is the online/offline status users share with their rooms.
 type Presence struct {
 	// Enabled switches presence on. When off, setting it is accepted and
@@ -267,6 +278,7 @@ func Defaults() Config {
 			},
 		},
 		Presence: Presence{Enabled: true},
+		Push:     Push{GatewayAllowedNetworks: []string{}, GatewayDeniedNetworks: []string{}},
 		TURN:     TURN{URIs: []string{}, TTL: Duration(24 * time.Hour)},
 		Log:      Log{Level: "info", Format: "json"},
 	}
@@ -366,6 +378,13 @@ func (c *Config) Verify() error {
 	case "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12":
 	default:
 		bad("rooms.default_version", "must be a room version from 1 to 12, got %q", c.Rooms.DefaultVersion)
+	}
+	for _, nets := range [][]string{c.Push.GatewayAllowedNetworks, c.Push.GatewayDeniedNetworks} {
+		for _, n := range nets {
+			if _, err := netip.ParsePrefix(n); err != nil {
+				bad("push", "%q is not a network in CIDR form like 10.0.0.0/8", n)
+			}
+		}
 	}
 	if c.SigningKey.Validity.D() < time.Hour {
 		bad("signing_key.validity", "must be at least 1h")

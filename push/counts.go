@@ -98,13 +98,13 @@ const (
 // ≤ 0 the default, only "highlight" keeps highlights only. Spec: GET
 // /notifications.
 func (s *Service) Notifications(ctx context.Context, userID, from string, limit int, only string) (NotificationsPage, error) {
-	before := int64(1<<63 - 1)
+	upto := s.hub.Current().Stream
 	if from != "" {
 		n, err := strconv.ParseInt(from, 10, 64)
 		if err != nil || n <= 0 {
 			return NotificationsPage{}, mxerr.New(mxerr.InvalidParam, "Invalid from token %q", from)
 		}
-		before = n
+		upto = min(upto, n-1)
 	}
 	if limit <= 0 {
 		limit = defaultNotificationsLimit
@@ -112,7 +112,7 @@ func (s *Service) Notifications(ctx context.Context, userID, from string, limit 
 	if limit > maxNotificationsLimit {
 		limit = maxNotificationsLimit
 	}
-	rows, err := s.store.Notifications(ctx, userID, before, only == "highlight", limit+1)
+	rows, err := s.store.Notifications(ctx, userID, 0, upto, only == "highlight", false, limit+1)
 	if err != nil {
 		return NotificationsPage{}, err
 	}

@@ -92,6 +92,11 @@ type evaluation struct {
 	ev     *Event
 	room   Room
 	userID string
+	// personal is set when a condition's result depended on who the user
+	// is (their ID or display name): the outcome then holds for them only.
+	// Otherwise it holds for every user with the same rules, which spares
+	// evaluating a room's members one by one.
+	personal bool
 }
 
 // cond is a compiled condition.
@@ -206,7 +211,11 @@ func compileCondition(c Condition) cond {
 			return func(e *evaluation) bool {
 				v, ok := e.ev.lookup(path)
 				s, isString := v.(string)
-				return ok && isString && strings.EqualFold(s, e.userID)
+				if !ok || !isString {
+					return false
+				}
+				e.personal = true
+				return strings.EqualFold(s, e.userID)
 			}
 		}
 		m := compileGlob(*c.Pattern, c.Key == "content.body")
@@ -226,7 +235,7 @@ func compileCondition(c Condition) cond {
 		}
 		return func(e *evaluation) bool {
 			v, present := e.ev.lookup(path)
-			return present && want.equal(v, e.userID)
+			return present && want.equal(v, e)
 		}
 	case "event_property_contains":
 		if c.Key == "" {
@@ -244,7 +253,7 @@ func compileCondition(c Condition) cond {
 				return false
 			}
 			for _, item := range arr {
-				if want.equal(item, e.userID) {
+				if want.equal(item, e) {
 					return true
 				}
 			}
@@ -252,6 +261,7 @@ func compileCondition(c Condition) cond {
 		}
 	case "contains_display_name":
 		return func(e *evaluation) bool {
+			e.personal = true
 			name := e.room.DisplayName(e.userID)
 			if name == "" {
 				return false
@@ -320,7 +330,7 @@ func compileValue(raw json.RawMessage) (value, bool) {
 }
 
 // equal compares an event value exactly, without casting types.
-func (w value) equal(v any, userID string) bool {
+func (w value) equal(v any, e *evaluation) bool {
 	switch w.kind {
 	case 'n':
 		return v == nil
@@ -332,7 +342,10 @@ func (w value) equal(v any, userID string) bool {
 		return ok && s == w.str
 	case 'u':
 		s, ok := v.(string)
-		return ok && s == userID
+		if ok {
+			e.personal = true
+		}
+		return ok && s == e.userID
 	case 'i':
 		n, ok := v.(json.Number)
 		if !ok || strings.ContainsAny(string(n), ".eE") {

@@ -424,3 +424,42 @@ func TestPushParseActions(t *testing.T) {
 		t.Errorf("interpret: %+v", a)
 	}
 }
+
+// TestPushSharedOutcomes checks that an outcome is shared between users
+// with the same rules only when it did not depend on who they are.
+func TestPushSharedOutcomes(t *testing.T) {
+	defaults := compileRuleset((&userRules{}).ruleset(userPlaceholder))
+	keyword := compileRuleset((&userRules{Content: []Rule{{RuleID: "k", Enabled: true, Pattern: pattern("cake"), Actions: acts(`"notify"`, `{"set_tweak":"highlight"}`)}}}).ruleset(userPlaceholder))
+	users := []string{"@a:x", "@b:x", "@c:x", "@d:x"}
+	rules := map[string]*Rules{"@a:x": defaults, "@b:x": defaults, "@c:x": keyword, "@d:x": defaults}
+	room := fakeRoom{members: 5, names: map[string]string{"@d:x": "Dee"}}
+	cases := []struct {
+		name string
+		ev   map[string]any
+		high []bool // per user
+	}{
+		{"plain", msg("cake"), []bool{false, false, true, false}},
+		{"mention of b", map[string]any{"type": "m.room.message", "content": map[string]any{"body": "x", "m.mentions": map[string]any{"user_ids": []any{"@b:x"}}}},
+			[]bool{false, true, false, false}},
+		{"invite of d", map[string]any{"type": "m.room.member", "state_key": "@d:x", "content": map[string]any{"membership": "invite"}},
+			nil},
+	}
+	for _, c := range cases {
+		res := outcomes(rules, users, &evaluation{ev: event(t, c.ev), room: room})
+		for i, o := range res {
+			if c.high != nil && (!o.notify || o.highlight != c.high[i]) {
+				t.Errorf("%s: %s got %+v", c.name, users[i], o)
+			}
+			if c.high == nil && o.notify != (users[i] == "@d:x") {
+				t.Errorf("%s: %s got %+v", c.name, users[i], o)
+			}
+		}
+	}
+	// A display name condition is personal.
+	dn := compileRuleset((&userRules{Override: []Rule{{RuleID: "dn", Enabled: true, Conditions: []Condition{{Kind: "contains_display_name"}},
+		Actions: acts(`"notify"`, `{"set_tweak":"highlight"}`)}}}).ruleset(userPlaceholder))
+	res := outcomes(map[string]*Rules{"@a:x": dn, "@d:x": dn}, []string{"@a:x", "@d:x"}, &evaluation{ev: event(t, msg("hi Dee")), room: room})
+	if res[0].highlight || !res[1].highlight {
+		t.Errorf("display names: %+v", res)
+	}
+}

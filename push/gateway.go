@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -39,48 +41,98 @@ type gatewayState struct {
 	backoff time.Duration
 }
 
-// deliverer holds the delivery loop's state.
-type deliverer struct {
-	retry map[string]*gatewayState // by pusher
+// delivery is the work of the delivery loop: users notified by events whose
+// transactions may not have committed yet, and the highest of those events'
+// stream positions (their notifications are visible once the stream is past
+// it).
+type delivery struct {
+	mu      sync.Mutex
+	users   map[string]struct{}
+	waitFor int64
+	kick    chan struct{}
+	// owners are the users who may have pushers (a superset: pushers
+	// removed by another user's pushers/set stay until a restart). Until
+	// the loop has read them all (ownersKnown), every user counts.
+	owners      map[string]struct{}
+	ownersKnown bool
 }
 
-// wakeDelivery tells the delivery loop that notifications were written at
-// stream position pos, in a transaction that has not committed yet.
-func (s *Service) wakeDelivery(pos int64) {
-	for {
-		cur := s.pending.Load()
-		if pos <= cur || s.pending.CompareAndSwap(cur, pos) {
-			break
+// addOwner records that userID has a pusher.
+func (d *delivery) addOwner(userID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.owners[userID] = struct{}{}
+}
+
+// wakeDelivery tells the delivery loop that users were notified by the event
+// at stream position pos. Users without pushers are left out.
+func (s *Service) wakeDelivery(pos int64, users []string) {
+	d := &s.delivery
+	d.mu.Lock()
+	for _, u := range users {
+		if _, ok := d.owners[u]; ok || !d.ownersKnown {
+			d.users[u] = struct{}{}
 		}
 	}
+	d.waitFor = max(d.waitFor, pos)
+	d.mu.Unlock()
 	select {
-	case s.kick <- struct{}{}:
+	case d.kick <- struct{}{}:
 	default:
 	}
 }
 
+// take returns the users to deliver to and the position to wait for.
+func (d *delivery) take() ([]string, int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	users := make([]string, 0, len(d.users))
+	for u := range d.users {
+		users = append(users, u)
+	}
+	clear(d.users)
+	return users, d.waitFor
+}
+
 // Run delivers notifications to the users' push gateways until ctx ends.
-// client is the HTTP client for gateway requests (nil: a default one).
+// client is the HTTP client for gateway requests (nil: a default one). At
+// start, every pusher catches up from its last delivered position.
 func (s *Service) Run(ctx context.Context, client *http.Client, log zerolog.Logger) {
 	if client == nil {
 		client = &http.Client{Timeout: deliveryTimeout}
 	}
-	d := &deliverer{retry: map[string]*gatewayState{}}
+	retry := map[string]*gatewayState{}
+	all := true
 	for {
-		// The notifications that woke us are visible once their event's
-		// transaction has committed (or they are gone if it rolled back).
-		if err := s.waitVisible(ctx, s.pending.Load()); err != nil {
+		users, waitFor := s.delivery.take()
+		if err := s.waitVisible(ctx, waitFor); err != nil {
 			return
 		}
-		if err := s.deliverRound(ctx, client, d, log); err != nil && ctx.Err() == nil {
-			log.Warn().Err(err).Msg("push gateway delivery")
+		for key, st := range retry {
+			if !s.now().Before(st.next) {
+				users = append(users, strings.SplitN(key, "\x00", 2)[0])
+			}
 		}
-		timer := time.NewTimer(d.nextRound(s.now()))
+		if all || len(users) > 0 {
+			if all {
+				users = nil // every pusher
+			}
+			if err := s.deliverRound(ctx, client, retry, users, log); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				log.Warn().Err(err).Msg("push gateway delivery")
+				all = true // the users taken are lost: next round, every pusher
+			} else {
+				all = false
+			}
+		}
+		timer := time.NewTimer(nextRound(retry, s.now()))
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return
-		case <-s.kick:
+		case <-s.delivery.kick:
 		case <-timer.C:
 		}
 		timer.Stop()
@@ -89,9 +141,9 @@ func (s *Service) Run(ctx context.Context, client *http.Client, log zerolog.Logg
 
 // nextRound is how long to wait for the next round without a wake-up: the
 // poll interval, or less if a failing pusher is due for a retry before.
-func (d *deliverer) nextRound(now time.Time) time.Duration {
+func nextRound(retry map[string]*gatewayState, now time.Time) time.Duration {
 	wait := deliveryPoll
-	for _, st := range d.retry {
+	for _, st := range retry {
 		if until := st.next.Sub(now); until < wait {
 			wait = max(until, 0)
 		}
@@ -112,20 +164,29 @@ func (s *Service) waitVisible(ctx context.Context, pos int64) error {
 	return nil
 }
 
-// deliverRound sends every pusher's pending notifications.
-func (s *Service) deliverRound(ctx context.Context, client *http.Client, d *deliverer, log zerolog.Logger) error {
+// deliverRound sends the pending notifications of the pushers of users
+// (nil: of every pusher).
+func (s *Service) deliverRound(ctx context.Context, client *http.Client, retry map[string]*gatewayState, users []string, log zerolog.Logger) error {
 	upto := s.hub.Current().Stream
-	pushers, err := s.store.PushersBehind(ctx, upto)
+	pushers, err := s.store.PushersOf(ctx, users)
 	if err != nil {
 		return err
+	}
+	if users == nil {
+		s.delivery.mu.Lock()
+		for _, p := range pushers {
+			s.delivery.owners[p.UserID] = struct{}{}
+		}
+		s.delivery.ownersKnown = true
+		s.delivery.mu.Unlock()
 	}
 	now := s.now()
 	for _, p := range pushers {
 		key := p.UserID + "\x00" + p.AppID + "\x00" + p.Pushkey
-		if st, ok := d.retry[key]; ok && now.Before(st.next) {
+		if st, ok := retry[key]; ok && now.Before(st.next) {
 			continue
 		}
-		if err := s.deliverPusher(ctx, client, d, key, p, upto, log); err != nil {
+		if err := s.deliverPusher(ctx, client, retry, key, p, upto, log); err != nil {
 			return err
 		}
 	}
@@ -134,10 +195,13 @@ func (s *Service) deliverRound(ctx context.Context, client *http.Client, d *deli
 
 // deliverPusher sends one pusher's notifications in order until they are
 // all sent or the gateway fails.
-func (s *Service) deliverPusher(ctx context.Context, client *http.Client, d *deliverer, key string, p sqlstore.Pusher, upto int64, log zerolog.Logger) error {
+func (s *Service) deliverPusher(ctx context.Context, client *http.Client, retry map[string]*gatewayState, key string, p sqlstore.Pusher, upto int64, log zerolog.Logger) error {
 	for {
-		notes, err := s.store.NotificationsAfter(ctx, p.UserID, p.LastStreamPos, upto, deliveryBatch)
+		notes, err := s.store.Notifications(ctx, p.UserID, p.LastStreamPos, upto, false, true, deliveryBatch)
 		if err != nil || len(notes) == 0 {
+			if err == nil {
+				delete(retry, key)
+			}
 			return err
 		}
 		for _, n := range notes {
@@ -145,13 +209,13 @@ func (s *Service) deliverPusher(ctx context.Context, client *http.Client, d *del
 			switch outcome {
 			case gatewayRejected:
 				log.Info().Str("user_id", p.UserID).Str("app_id", p.AppID).Msg("push gateway rejected the pushkey: pusher removed")
-				delete(d.retry, key)
+				delete(retry, key)
 				return s.store.DeletePusher(ctx, p.UserID, p.AppID, p.Pushkey)
 			case gatewayFailed:
-				st := d.retry[key]
+				st := retry[key]
 				if st == nil {
 					st = &gatewayState{backoff: minBackoff / 2}
-					d.retry[key] = st
+					retry[key] = st
 				}
 				st.backoff = min(st.backoff*2, maxBackoff)
 				st.next = s.now().Add(st.backoff)
@@ -164,9 +228,6 @@ func (s *Service) deliverPusher(ctx context.Context, client *http.Client, d *del
 				}
 				// Failing for too long: drop this notification and go on.
 				log.Warn().Str("user_id", p.UserID).Str("app_id", p.AppID).Msg("push gateway unreachable for a day: notification dropped")
-			}
-			if outcome != gatewayFailed {
-				delete(d.retry, key)
 			}
 			p.LastStreamPos, p.FailingSinceTS = n.StreamPos, nil
 			// Recorded even if we are stopping: the gateway has it.

@@ -216,23 +216,29 @@ func TestPushPushersValidation(t *testing.T) {
 			Data: json.RawMessage(`{"url": "https://push.gouv.fr/_matrix/push/v1/notify"}`)}
 	}
 	bad := map[string]func(r *SetPusherRequest){
-		"no kind":          func(r *SetPusherRequest) { r.Kind = nil },
-		"no app_id":        func(r *SetPusherRequest) { r.AppID = nil },
-		"no lang":          func(r *SetPusherRequest) { r.Lang = nil },
-		"no data":          func(r *SetPusherRequest) { r.Data = nil },
-		"email":            func(r *SetPusherRequest) { r.Kind = json.RawMessage(`"email"`) },
-		"unknown kind":     func(r *SetPusherRequest) { r.Kind = json.RawMessage(`"carrier-pigeon"`) },
-		"kind not string":  func(r *SetPusherRequest) { r.Kind = json.RawMessage(`3`) },
-		"long app_id":      func(r *SetPusherRequest) { r.AppID = strp(string(make([]byte, 65))) },
-		"long pushkey":     func(r *SetPusherRequest) { r.Pushkey = strp(string(make([]byte, 513))) },
-		"no url":           func(r *SetPusherRequest) { r.Data = json.RawMessage(`{}`) },
-		"wrong path":       func(r *SetPusherRequest) { r.Data = json.RawMessage(`{"url": "https://push.gouv.fr/notify"}`) },
-		"not a URL":        func(r *SetPusherRequest) { r.Data = json.RawMessage(`{"url": "push.gouv.fr"}`) },
-		"ftp":              func(r *SetPusherRequest) { r.Data = json.RawMessage(`{"url": "ftp://push.gouv.fr/_matrix/push/v1/notify"}`) },
-		"bad format":       func(r *SetPusherRequest) { r.Data = json.RawMessage(`{"url": "https://p/_matrix/push/v1/notify", "format": "full"}`) },
-		"data not object":  func(r *SetPusherRequest) { r.Data = json.RawMessage(`[1]`) },
-		"empty pushkey":    func(r *SetPusherRequest) { r.Pushkey = strp("") },
-		"app_id 65 runes":  func(r *SetPusherRequest) { r.AppID = strp(string([]rune("ééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééé"))) },
+		"no kind":         func(r *SetPusherRequest) { r.Kind = nil },
+		"no app_id":       func(r *SetPusherRequest) { r.AppID = nil },
+		"no lang":         func(r *SetPusherRequest) { r.Lang = nil },
+		"no data":         func(r *SetPusherRequest) { r.Data = nil },
+		"email":           func(r *SetPusherRequest) { r.Kind = json.RawMessage(`"email"`) },
+		"unknown kind":    func(r *SetPusherRequest) { r.Kind = json.RawMessage(`"carrier-pigeon"`) },
+		"kind not string": func(r *SetPusherRequest) { r.Kind = json.RawMessage(`3`) },
+		"long app_id":     func(r *SetPusherRequest) { r.AppID = strp(string(make([]byte, 65))) },
+		"long pushkey":    func(r *SetPusherRequest) { r.Pushkey = strp(string(make([]byte, 513))) },
+		"no url":          func(r *SetPusherRequest) { r.Data = json.RawMessage(`{}`) },
+		"wrong path":      func(r *SetPusherRequest) { r.Data = json.RawMessage(`{"url": "https://push.gouv.fr/notify"}`) },
+		"not a URL":       func(r *SetPusherRequest) { r.Data = json.RawMessage(`{"url": "push.gouv.fr"}`) },
+		"ftp": func(r *SetPusherRequest) {
+			r.Data = json.RawMessage(`{"url": "ftp://push.gouv.fr/_matrix/push/v1/notify"}`)
+		},
+		"bad format": func(r *SetPusherRequest) {
+			r.Data = json.RawMessage(`{"url": "https://p/_matrix/push/v1/notify", "format": "full"}`)
+		},
+		"data not object": func(r *SetPusherRequest) { r.Data = json.RawMessage(`[1]`) },
+		"empty pushkey":   func(r *SetPusherRequest) { r.Pushkey = strp("") },
+		"app_id 65 runes": func(r *SetPusherRequest) {
+			r.AppID = strp(string([]rune("ééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééé")))
+		},
 		"missing all keys": func(r *SetPusherRequest) { *r = SetPusherRequest{} },
 	}
 	for name, mutate := range bad {

@@ -127,6 +127,7 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, req Se
 		// Only notifications after the pusher was set are delivered.
 		LastStreamPos: s.hub.Current().Stream,
 	}
+	s.delivery.addOwner(userID)
 	return s.store.InTx(ctx, func(q *sqlstore.Queries) error {
 		if !req.Append {
 			if err := q.DeleteOtherUsersPushers(ctx, appID, pushkey, userID); err != nil {

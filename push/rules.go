@@ -5,12 +5,17 @@
 // the pushers clients register, and delivery to their push gateways.
 //
 // Counts are computed eagerly: the roomserver calls EventStored inside the
-// transaction that stores each event, and the notifications it yields are
-// written in that same transaction, at the event's stream position. A /sync
-// that sees the event therefore sees its counts, and a crash can never keep
-// one without the other. Rules, room state and member lists are cached in
-// memory, so an event in a room of 1,000 local members costs one batched
-// insert, not one query per member.
+// transaction that stores each event, and the outcome is written in that
+// same transaction, keyed by the event's stream position. A /sync that sees
+// the event therefore sees its counts, and a crash can never keep one
+// without the other. The outcome is stored once per event (what most
+// members got) plus one exception row per member who got something else (a
+// mention, their own rules); rules, room state and member lists are cached
+// in memory, and members with the same rules share one evaluation unless a
+// condition looked at who they are. An event in a room of 1,000 local
+// members thus costs about one row and a few microseconds per member.
+// Counts are read per room with one query: the events after how far the
+// user has read (receipts, threaded or not, and their own last event).
 //
 // Spec: client-server-api/modules/push.md, receipts.md ("Receiving
 // notifications"), push-gateway-api.md.

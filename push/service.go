@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -29,10 +28,8 @@ type Service struct {
 	rules    rulesLRU                     // compiled rules of recently evaluated users
 	rooms    *lru.Cache[int64, *roomInfo] // room info by state snapshot NID
 
-	// kick wakes the gateway delivery loop (see Run); pending is the highest
-	// stream position of an event that notified someone.
-	kick    chan struct{}
-	pending atomic.Int64
+	// delivery is what the gateway delivery loop (see Run) has to do.
+	delivery delivery
 }
 
 // Cache sizes: every local member of the busiest rooms, and the rooms
@@ -52,7 +49,7 @@ func New(cfg Config, store *sqlstore.Store, hub *streams.Hub) *Service {
 		defaults: compileRuleset((&userRules{}).ruleset(userPlaceholder)),
 		rules:    rulesLRU{lru: users},
 		rooms:    rooms,
-		kick:     make(chan struct{}, 1),
+		delivery: delivery{kick: make(chan struct{}, 1), users: map[string]struct{}{}, owners: map[string]struct{}{}},
 	}
 }
 
@@ -149,79 +146,154 @@ func threadOf(ctx context.Context, q *sqlstore.Queries, ev sqlstore.Event) (stri
 
 // EventStored evaluates the push rules of the room's local members on an
 // event the roomserver just stored, inside the same transaction q, and
-// writes the notifications they produce and the sender's read mark.
+// records the outcome, the sender's read mark and local membership changes.
 // stateAfter is the state snapshot after the event, which keys the cache of
 // room state. Spec: push.md ("Server behaviour": rules are processed for
 // each local user in the room except the sender; "Receiving notifications":
 // the updated count must appear in the same /sync as the event).
+//
+// The outcome is stored once for the event: the one most joined members
+// share, plus an exception for each member whose outcome differs, and for
+// an invitee who is notified (see migration 007).
 func (s *Service) EventStored(ctx context.Context, q *sqlstore.Queries, ev sqlstore.Event, stateAfter int64) error {
 	parsed, err := ParseEvent([]byte(ev.JSON), ev.EventID)
 	if err != nil {
 		return nil // not evaluable; the event itself was accepted
 	}
+	var rec sqlstore.PushRecord
+	content, _ := parsed.fields["content"].(map[string]any)
+	var invitee string
+	if ev.Type == "m.room.member" && ev.StateKey != nil && isLocal(*ev.StateKey, s.cfg.ServerName) {
+		membership, _ := content["membership"].(string)
+		rec.Membership = &sqlstore.PushMembership{UserID: *ev.StateKey, RoomID: ev.RoomID, Joined: membership == "join", StreamPos: ev.StreamPos}
+		if membership == "invite" && *ev.StateKey != ev.Sender {
+			invitee = *ev.StateKey // not joined: .m.rule.invite_for_me is for them
+		}
+	}
 	info, err := s.roomAt(ctx, q, ev, parsed, stateAfter)
 	if err != nil {
 		return err
 	}
-	recipients := make([]string, 0, len(info.local)+1)
+	joined := make([]string, 0, len(info.local))
 	for _, u := range info.local {
 		if u != ev.Sender {
-			recipients = append(recipients, u)
+			joined = append(joined, u)
 		}
 	}
-	// The invitee is not joined yet; .m.rule.invite_for_me is for them.
-	if ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey != ev.Sender && isLocal(*ev.StateKey, s.cfg.ServerName) {
-		if m, _ := parsed.fields["content"].(map[string]any); m != nil && m["membership"] == "invite" {
-			recipients = append(recipients, *ev.StateKey)
-		}
-	}
-	senderLocal := isLocal(ev.Sender, s.cfg.ServerName)
-	if len(recipients) == 0 && !senderLocal {
-		return nil
-	}
-	var batch *sqlstore.NewNotifications
-	if len(recipients) > 0 {
-		rules, err := s.rulesOf(ctx, q, recipients)
+	if len(joined) > 0 || invitee != "" {
+		rec.Event, rec.Exceptions, err = s.evaluate(ctx, q, ev, parsed, info, joined, invitee)
 		if err != nil {
 			return err
 		}
-		batch = &sqlstore.NewNotifications{RoomID: ev.RoomID, StreamPos: ev.StreamPos, TS: s.now().UnixMilli(), Sender: ev.Sender}
-		e := &evaluation{ev: parsed, room: info}
-		for _, u := range recipients {
-			e.userID = u
-			r := rules[u].match(e)
-			if r == nil || !r.actions.Notify {
-				continue
-			}
-			batch.Users = append(batch.Users, u)
-			batch.Highlight = append(batch.Highlight, r.actions.Highlight)
-			batch.Actions = append(batch.Actions, r.actionsJSON)
+	}
+	senderLocal := isLocal(ev.Sender, s.cfg.ServerName)
+	if rec.Event != nil || senderLocal {
+		thread, err := threadOf(ctx, q, ev)
+		if err != nil {
+			return err
+		}
+		if rec.Event != nil {
+			rec.Event.ThreadID = thread
+		}
+		if senderLocal {
+			rec.Mark = &sqlstore.SentMark{UserID: ev.Sender, RoomID: ev.RoomID, ThreadID: thread, StreamPos: ev.StreamPos}
 		}
 	}
-	notifies := batch != nil && len(batch.Users) > 0
-	if !notifies && !senderLocal {
-		return nil
-	}
-	thread, err := threadOf(ctx, q, ev)
-	if err != nil {
+	if err := q.RecordPush(ctx, rec); err != nil {
 		return err
 	}
-	var mark *sqlstore.SentMark
-	if senderLocal {
-		mark = &sqlstore.SentMark{UserID: ev.Sender, RoomID: ev.RoomID, ThreadID: thread, StreamPos: ev.StreamPos}
-	}
-	if notifies {
-		batch.ThreadID = thread
-	} else {
-		batch = nil
-	}
-	if err := q.RecordPush(ctx, batch, mark); err != nil {
-		return err
-	}
-	if notifies {
-		s.wakeDelivery(ev.StreamPos)
+	if rec.Event != nil {
+		var notified []string
+		if rec.Event.Notify {
+			notified = joined
+		}
+		for _, x := range rec.Exceptions {
+			if x.Notify {
+				notified = append(notified, x.UserID)
+			}
+		}
+		s.wakeDelivery(ev.StreamPos, notified)
 	}
 	return nil
+}
+
+// outcomes evaluates the rules of each user on e's event. An outcome that
+// did not depend on who the user is holds for everyone with the same rules
+// (usually the server defaults), so most members are not evaluated at all.
+func outcomes(rules map[string]*Rules, users []string, e *evaluation) []outcome {
+	results := make([]outcome, len(users))
+	shared := map[*Rules]outcome{}
+	for i, u := range users {
+		o, ok := shared[rules[u]]
+		if !ok {
+			e.userID, e.personal = u, false
+			o = noNotification
+			if r := rules[u].match(e); r != nil && r.actions.Notify {
+				o = outcome{notify: true, highlight: r.actions.Highlight, actions: r.actionsJSON}
+			}
+			if !e.personal {
+				shared[rules[u]] = o
+			}
+		}
+		results[i] = o
+	}
+	return results
+}
+
+// outcome is what one user's rules gave for an event.
+type outcome struct {
+	notify, highlight bool
+	actions           string
+}
+
+// noNotification is the outcome of a user not notified, whatever the rule.
+var noNotification = outcome{actions: "[]"}
+
+// evaluate runs the rules of the joined members and of the invitee, and
+// returns the event's common outcome with the exceptions to it, or nil if
+// nobody is notified.
+func (s *Service) evaluate(ctx context.Context, q *sqlstore.Queries, ev sqlstore.Event, parsed *Event, info *roomInfo,
+	joined []string, invitee string) (*sqlstore.PushEvent, []sqlstore.PushException, error) {
+	users := joined
+	if invitee != "" {
+		users = append(joined[:len(joined):len(joined)], invitee)
+	}
+	rules, err := s.rulesOf(ctx, q, users)
+	if err != nil {
+		return nil, nil, err
+	}
+	results := outcomes(rules, users, &evaluation{ev: parsed, room: info})
+	tally := map[outcome]int{}
+	anyNotify := false
+	for i, o := range results {
+		anyNotify = anyNotify || o.notify
+		if i < len(joined) {
+			tally[o]++
+		}
+	}
+	if !anyNotify {
+		return nil, nil, nil
+	}
+	common, best := noNotification, 0
+	for o, n := range tally {
+		if n > best || (n == best && o.actions < common.actions) {
+			common, best = o, n
+		}
+	}
+	var exceptions []sqlstore.PushException
+	for i, u := range users {
+		o := results[i]
+		isJoined := i < len(joined)
+		// The invitee is not joined, so the common outcome never applies
+		// to them: they need an exception only to be notified.
+		if (isJoined && o == common) || (!isJoined && !o.notify) {
+			continue
+		}
+		exceptions = append(exceptions, sqlstore.PushException{UserID: u, Notify: o.notify, Highlight: o.highlight, Actions: o.actions})
+	}
+	pe := &sqlstore.PushEvent{StreamPos: ev.StreamPos, RoomID: ev.RoomID, Sender: ev.Sender,
+		Notify: common.notify, Highlight: common.highlight, Actions: common.actions, TS: s.now().UnixMilli()}
+	return pe, exceptions, nil
 }
 
 // roomAt returns the room info after ev: from the cache, derived from the

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -115,32 +116,26 @@ func (q *Queries) PushRoomState(ctx context.Context, roomID, serverName string) 
 	return s, rows.Err()
 }
 
-// NewNotifications are the notifications one event produced, one entry per
-// notified user.
-type NewNotifications struct {
-	RoomID    string
+// PushEvent is the common outcome of an event's push rules for the local
+// members joined when it was sent.
+type PushEvent struct {
 	StreamPos int64
+	RoomID    string
 	ThreadID  string
+	Sender    string
+	Notify    bool
+	Highlight bool
+	Actions   string // JSON array
 	TS        int64
-	Sender    string // users who ignore the sender get no notification
-	Users     []string
-	Highlight []bool
-	Actions   []string // JSON arrays
 }
 
-// insertPushNotificationsSQL skips the users whose m.ignored_user_list
-// names the sender ($8: the sender's ID as a JSON string).
-const insertPushNotificationsSQL = `
-INSERT INTO push_notifications (user_id, room_id, stream_pos, thread_id, highlight, actions, ts)
-SELECT u.user_id, $2, $3, $4, u.highlight, u.actions, $5
-FROM unnest($1::text[], $6::boolean[], $7::text[]) AS u(user_id, highlight, actions)
-WHERE NOT EXISTS (
-  SELECT 1 FROM account_data a
-  WHERE a.user_id = u.user_id AND a.room_id = '' AND a.type = 'm.ignored_user_list' AND strpos(a.content, $8) > 0)`
-
-const upsertSentMarkSQL = `
-INSERT INTO push_sent_marks (user_id, room_id, thread_id, stream_pos) VALUES ($1, $2, $3, $4)
-ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET stream_pos = GREATEST(push_sent_marks.stream_pos, EXCLUDED.stream_pos)`
+// PushException is a user whose outcome differs from the event's common one.
+type PushException struct {
+	UserID    string
+	Notify    bool
+	Highlight bool
+	Actions   string // JSON array
+}
 
 // SentMark is a local user's event: it marks their thread read up to it.
 type SentMark struct {
@@ -148,17 +143,66 @@ type SentMark struct {
 	StreamPos                int64
 }
 
-// RecordPush stores an event's notifications and the sender's read mark
-// (either may be absent) in one round trip.
-func (q *Queries) RecordPush(ctx context.Context, n *NewNotifications, mark *SentMark) error {
+// PushMembership is a local user's membership event: Joined tells whether
+// they are joined after it.
+type PushMembership struct {
+	UserID, RoomID string
+	Joined         bool
+	StreamPos      int64
+}
+
+// PushRecord is what push stores for one event; every part may be absent.
+type PushRecord struct {
+	Event      *PushEvent
+	Exceptions []PushException // with Event only
+	Mark       *SentMark
+	Membership *PushMembership
+}
+
+const insertPushEventSQL = `
+INSERT INTO push_events (stream_pos, room_id, thread_id, sender, notify, highlight, actions, ts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+
+const insertPushExceptionsSQL = `
+INSERT INTO push_exceptions (user_id, room_id, stream_pos, notify, highlight, actions)
+SELECT u.user_id, $2, $3, u.notify, u.highlight, u.actions
+FROM unnest($1::text[], $4::boolean[], $5::boolean[], $6::text[]) AS u(user_id, notify, highlight, actions)`
+
+const upsertSentMarkSQL = `
+INSERT INTO push_sent_marks (user_id, room_id, thread_id, stream_pos) VALUES ($1, $2, $3, $4)
+ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET stream_pos = GREATEST(push_sent_marks.stream_pos, EXCLUDED.stream_pos)`
+
+// insertPushMemberSQL keeps the position of a member already joined: a
+// join after a join (a profile change) does not restart the membership.
+const insertPushMemberSQL = `
+INSERT INTO push_members (user_id, room_id, joined_at) VALUES ($1, $2, $3)
+ON CONFLICT (user_id, room_id) DO NOTHING`
+
+const deletePushMemberSQL = `DELETE FROM push_members WHERE user_id = $1 AND room_id = $2`
+
+// RecordPush stores what push computed for one event, in one round trip.
+func (q *Queries) RecordPush(ctx context.Context, r PushRecord) error {
 	b := &pgx.Batch{}
-	if n != nil && len(n.Users) > 0 {
-		// User IDs hold no character JSON escapes, so the sender appears in
-		// the list exactly as quoted here.
-		b.Queue(insertPushNotificationsSQL, n.Users, n.RoomID, n.StreamPos, n.ThreadID, n.TS, n.Highlight, n.Actions, `"`+n.Sender+`"`)
+	if e := r.Event; e != nil {
+		b.Queue(insertPushEventSQL, e.StreamPos, e.RoomID, e.ThreadID, e.Sender, e.Notify, e.Highlight, e.Actions, e.TS)
+		if n := len(r.Exceptions); n > 0 {
+			users, actions := make([]string, n), make([]string, n)
+			notify, highlight := make([]bool, n), make([]bool, n)
+			for i, x := range r.Exceptions {
+				users[i], notify[i], highlight[i], actions[i] = x.UserID, x.Notify, x.Highlight, x.Actions
+			}
+			b.Queue(insertPushExceptionsSQL, users, e.RoomID, e.StreamPos, notify, highlight, actions)
+		}
 	}
-	if mark != nil {
-		b.Queue(upsertSentMarkSQL, mark.UserID, mark.RoomID, mark.ThreadID, mark.StreamPos)
+	if m := r.Mark; m != nil {
+		b.Queue(upsertSentMarkSQL, m.UserID, m.RoomID, m.ThreadID, m.StreamPos)
+	}
+	if m := r.Membership; m != nil {
+		if m.Joined {
+			b.Queue(insertPushMemberSQL, m.UserID, m.RoomID, m.StreamPos)
+		} else {
+			b.Queue(deletePushMemberSQL, m.UserID, m.RoomID)
+		}
 	}
 	if b.Len() == 0 {
 		return nil
@@ -177,14 +221,29 @@ marks AS (
     SELECT room_id, thread_id, stream_pos FROM push_sent_marks WHERE user_id = $1 AND room_id = ANY($2)
 )`
 
-// unreadCountsSQL counts, per room and thread, the notifications after
-// both the room's unthreaded mark and the thread's own mark. The lateral
-// join makes each room an index range scan starting at its unthreaded mark.
+// ignoredSQL is the user's m.ignored_user_list (account_data): events of a
+// sender whose ID it holds notify them of nothing. User IDs hold no
+// character JSON escapes, so a listed sender appears in it quoted as is.
+const ignoredSQL = `
+ignored AS (
+    SELECT content FROM account_data WHERE user_id = $1 AND room_id = '' AND type = 'm.ignored_user_list'
+)`
+
+// notifiesSQL is the condition on a push_events row e, with the user's
+// exception x, that the user $1 is notified.
+const notifiesSQL = `COALESCE(x.notify, e.notify) AND e.sender <> $1
+  AND NOT EXISTS (SELECT 1 FROM ignored i WHERE strpos(i.content, '"' || e.sender || '"') > 0)`
+
+// unreadCountsSQL counts, per room and thread, the user's notifications
+// after they joined, after the room's unthreaded read mark and after the
+// thread's own mark. The lateral join makes each room an index range scan
+// starting at its floor.
 const unreadCountsSQL = `
-WITH ` + readMarksSQL + `,
+WITH ` + readMarksSQL + `, ` + ignoredSQL + `,
 floors AS (
-    SELECT r.room_id, COALESCE((SELECT max(m.pos) FROM marks m WHERE m.room_id = r.room_id AND m.thread_id = ''), 0) AS pos
-    FROM unnest($2::text[]) AS r(room_id)
+    SELECT j.room_id, GREATEST(j.joined_at,
+        COALESCE((SELECT max(m.pos) FROM marks m WHERE m.room_id = j.room_id AND m.thread_id = ''), 0)) AS pos
+    FROM push_members j WHERE j.user_id = $1 AND j.room_id = ANY($2)
 ),
 threads AS (
     SELECT room_id, thread_id, max(pos) AS pos FROM marks WHERE thread_id <> '' GROUP BY room_id, thread_id
@@ -192,11 +251,12 @@ threads AS (
 SELECT f.room_id, c.thread_id, c.notifications, c.highlights
 FROM floors f
 CROSS JOIN LATERAL (
-    SELECT n.thread_id, count(*) AS notifications, count(*) FILTER (WHERE n.highlight) AS highlights
-    FROM push_notifications n
-    LEFT JOIN threads t ON t.room_id = n.room_id AND t.thread_id = n.thread_id
-    WHERE n.user_id = $1 AND n.room_id = f.room_id AND n.stream_pos > f.pos AND n.stream_pos > COALESCE(t.pos, 0)
-    GROUP BY n.thread_id
+    SELECT e.thread_id, count(*) AS notifications, count(*) FILTER (WHERE COALESCE(x.highlight, e.highlight)) AS highlights
+    FROM push_events e
+    LEFT JOIN push_exceptions x ON x.user_id = $1 AND x.room_id = e.room_id AND x.stream_pos = e.stream_pos
+    LEFT JOIN threads t ON t.room_id = e.room_id AND t.thread_id = e.thread_id
+    WHERE e.room_id = f.room_id AND e.stream_pos > f.pos AND e.stream_pos > COALESCE(t.pos, 0) AND ` + notifiesSQL + `
+    GROUP BY e.thread_id
 ) c`
 
 // ThreadCount is the unread notifications of one thread ('main' or a root's
@@ -207,8 +267,9 @@ type ThreadCount struct {
 	Highlights       int
 }
 
-// UnreadNotifications counts the user's unread notifications in roomIDs
-// (distinct), per room and thread; threads without any are absent.
+// UnreadNotifications counts the user's unread notifications in those of
+// roomIDs (distinct) they are joined to, per room and thread; threads
+// without any are absent.
 func (q *Queries) UnreadNotifications(ctx context.Context, userID string, roomIDs []string) ([]ThreadCount, error) {
 	rows, err := q.q.Query(ctx, unreadCountsSQL, userID, roomIDs)
 	if err != nil {
@@ -254,7 +315,7 @@ func (q *Queries) ReadMarks(ctx context.Context, userID string, roomIDs []string
 	return out, rows.Err()
 }
 
-// Notification is a row of push_notifications with its event.
+// Notification is one of a user's notifications with its event.
 type Notification struct {
 	RoomID    string
 	StreamPos int64
@@ -266,16 +327,52 @@ type Notification struct {
 	JSON      string
 }
 
-const selectNotificationsSQL = `
-SELECT n.room_id, n.stream_pos, n.thread_id, n.highlight, n.actions, n.ts, e.event_id, e.json
-FROM push_notifications n JOIN events e ON e.stream_pos = n.stream_pos
-WHERE n.user_id = $1 AND n.stream_pos < $2 AND (NOT $3 OR n.highlight)
-ORDER BY n.stream_pos DESC LIMIT $4`
+// notificationsSQL lists the user's notifications in a stream range, in
+// two parts: the events of the rooms they are joined to, since they joined
+// (the common outcome or their exception), and their exceptions elsewhere
+// (an invite, a room they left). Each part, and each room of the first, is
+// an index scan limited to the page. Placeholders: $1 user, $2 and $3 the
+// range (exclusive, inclusive), $4 highlights only, $5 limit; ORDER is ASC
+// or DESC.
+const notificationsSQL = `
+WITH ` + ignoredSQL + `,
+joined AS (SELECT room_id, joined_at FROM push_members WHERE user_id = $1),
+page AS (
+    (SELECT c.* FROM joined j
+     CROSS JOIN LATERAL (
+        SELECT e.room_id, e.stream_pos, e.thread_id, COALESCE(x.highlight, e.highlight) AS highlight,
+               COALESCE(x.actions, e.actions) AS actions, e.ts
+        FROM push_events e
+        LEFT JOIN push_exceptions x ON x.user_id = $1 AND x.room_id = e.room_id AND x.stream_pos = e.stream_pos
+        WHERE e.room_id = j.room_id AND e.stream_pos > GREATEST(j.joined_at, $2) AND e.stream_pos <= $3
+          AND ` + notifiesSQL + ` AND (NOT $4 OR COALESCE(x.highlight, e.highlight))
+        ORDER BY e.stream_pos ORDER LIMIT $5
+     ) c)
+  UNION ALL
+    (SELECT x.room_id, x.stream_pos, e.thread_id, x.highlight, x.actions, e.ts
+     FROM push_exceptions x JOIN push_events e ON e.stream_pos = x.stream_pos
+     WHERE x.user_id = $1 AND x.stream_pos > $2 AND x.stream_pos <= $3 AND ` + notifiesSQL + ` AND (NOT $4 OR x.highlight)
+       AND NOT EXISTS (SELECT 1 FROM joined j WHERE j.room_id = x.room_id AND x.stream_pos > j.joined_at)
+     ORDER BY x.stream_pos ORDER LIMIT $5)
+)
+SELECT p.room_id, p.stream_pos, p.thread_id, p.highlight, p.actions, p.ts, ev.event_id, ev.json
+FROM page p JOIN events ev ON ev.stream_pos = p.stream_pos
+ORDER BY p.stream_pos ORDER LIMIT $5`
 
-// Notifications returns up to limit of the user's notifications before
-// stream position before, newest first; highlights only if onlyHighlight.
-func (q *Queries) Notifications(ctx context.Context, userID string, before int64, onlyHighlight bool, limit int) ([]Notification, error) {
-	rows, err := q.q.Query(ctx, selectNotificationsSQL, userID, before, onlyHighlight, limit)
+var (
+	notificationsNewestSQL = strings.ReplaceAll(notificationsSQL, " ORDER LIMIT", " DESC LIMIT")
+	notificationsOldestSQL = strings.ReplaceAll(notificationsSQL, " ORDER LIMIT", " ASC LIMIT")
+)
+
+// Notifications returns up to limit of the user's notifications in the
+// stream range (after, upto], newest first, or oldest first if oldest;
+// highlights only if onlyHighlight.
+func (q *Queries) Notifications(ctx context.Context, userID string, after, upto int64, onlyHighlight, oldest bool, limit int) ([]Notification, error) {
+	sql := notificationsNewestSQL
+	if oldest {
+		sql = notificationsOldestSQL
+	}
+	rows, err := q.q.Query(ctx, sql, userID, after, upto, onlyHighlight, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -330,7 +427,7 @@ const upsertPusherSQL = `
 INSERT INTO pushers (` + pusherColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL)
 ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET kind = EXCLUDED.kind, app_display_name = EXCLUDED.app_display_name,
   device_display_name = EXCLUDED.device_display_name, profile_tag = EXCLUDED.profile_tag, lang = EXCLUDED.lang,
-  data = EXCLUDED.data, device_id = EXCLUDED.device_id, failing_since_ts = NULL`
+  data = EXCLUDED.data, device_id = EXCLUDED.device_id, created_ts = EXCLUDED.created_ts, failing_since_ts = NULL`
 
 // PutPusher creates or updates the pusher (user, app ID, pushkey).
 func (q *Queries) PutPusher(ctx context.Context, p Pusher) error {
@@ -367,46 +464,21 @@ func (q *Queries) Pushers(ctx context.Context, userID string) ([]Pusher, error) 
 	return scanPushers(rows)
 }
 
-// selectPushersBehindSQL: pushers with notifications after their delivery
-// position, among notifications up to $1 (the stream's visible position).
-const selectPushersBehindSQL = `
-SELECT ` + pusherColumns + ` FROM pushers p
-WHERE EXISTS (SELECT 1 FROM push_notifications n WHERE n.user_id = p.user_id AND n.stream_pos > p.last_stream_pos AND n.stream_pos <= $1)
-ORDER BY p.user_id, p.app_id, p.pushkey`
+const selectPushersOfSQL = `SELECT ` + pusherColumns + ` FROM pushers WHERE user_id = ANY($1) ORDER BY user_id, app_id, pushkey`
 
-// PushersBehind returns the pushers that have notifications to deliver up
-// to stream position upto.
-func (q *Queries) PushersBehind(ctx context.Context, upto int64) ([]Pusher, error) {
-	rows, err := q.q.Query(ctx, selectPushersBehindSQL, upto)
+const selectAllPushersSQL = `SELECT ` + pusherColumns + ` FROM pushers ORDER BY user_id, app_id, pushkey`
+
+// PushersOf returns the pushers of those users; all pushers if userIDs is nil.
+func (q *Queries) PushersOf(ctx context.Context, userIDs []string) ([]Pusher, error) {
+	sql, args := selectPushersOfSQL, []any{userIDs}
+	if userIDs == nil {
+		sql, args = selectAllPushersSQL, nil
+	}
+	rows, err := q.q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}
 	return scanPushers(rows)
-}
-
-const selectNotificationsAfterSQL = `
-SELECT n.room_id, n.stream_pos, n.thread_id, n.highlight, n.actions, n.ts, e.event_id, e.json
-FROM push_notifications n JOIN events e ON e.stream_pos = n.stream_pos
-WHERE n.user_id = $1 AND n.stream_pos > $2 AND n.stream_pos <= $3
-ORDER BY n.stream_pos LIMIT $4`
-
-// NotificationsAfter returns up to limit of the user's notifications in
-// the stream range (after, upto], oldest first.
-func (q *Queries) NotificationsAfter(ctx context.Context, userID string, after, upto int64, limit int) ([]Notification, error) {
-	rows, err := q.q.Query(ctx, selectNotificationsAfterSQL, userID, after, upto, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Notification
-	for rows.Next() {
-		var n Notification
-		if err := rows.Scan(&n.RoomID, &n.StreamPos, &n.ThreadID, &n.Highlight, &n.Actions, &n.TS, &n.EventID, &n.JSON); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
 }
 
 const updatePusherProgressSQL = `

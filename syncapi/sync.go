@@ -49,15 +49,19 @@ type Counts struct {
 	Highlights    int `json:"highlight_count"`
 }
 
-// RoomCounts are the unread counts of a room, and of each of its threads.
+// RoomCounts are the unread counts of a room: all of it, its main timeline
+// alone, and each of its threads.
 type RoomCounts struct {
 	Counts
+	Main    Counts
 	Threads map[string]Counts
 }
 
 // Push is the push-rule component, as sync reads it.
 type Push interface {
 	UnreadCounts(ctx context.Context, userID string, roomIDs []string) (map[string]RoomCounts, error)
+	// RulesContent is the user's m.push_rules account data content.
+	RulesContent(ctx context.Context, userID string) (json.RawMessage, error)
 }
 
 // E2EE is the end-to-end encryption relay, as sync reads it.
@@ -298,6 +302,16 @@ func (s *Syncer) addAccountData(ctx context.Context, req Request, f Filter, resp
 	if err != nil {
 		return err
 	}
+	if initial && s.Push != nil && !hasType(global, "m.push_rules") {
+		// A user who never changed a rule has no m.push_rules stored; an
+		// initial sync still carries the rules in force (the defaults).
+		rules, err := s.Push.RulesContent(ctx, req.UserID)
+		if err != nil {
+			return err
+		}
+		ev, _ := json.Marshal(map[string]json.RawMessage{"type": json.RawMessage(`"m.push_rules"`), "content": rules})
+		global = append(global, ev)
+	}
 	limit := f.AccountData.limit(1 << 30)
 	for _, ev := range global {
 		if len(resp.AccountData.Events) < limit && f.AccountData.keeps(eventType(ev), "") {
@@ -384,11 +398,16 @@ func (s *Syncer) addCounts(ctx context.Context, req Request, resp *Response, joi
 		if !ok {
 			continue
 		}
+		// Spec: with unread_thread_notifications, unread_notifications
+		// counts the main timeline only and each thread is counted apart.
 		cc := c.Counts
-		jr.UnreadNotifications = &cc
-		if req.Filter.Room.Timeline.UnreadThreadNotifications && len(c.Threads) > 0 {
-			jr.UnreadThreadNotifications = c.Threads
+		if req.Filter.Room.Timeline.UnreadThreadNotifications {
+			cc = c.Main
+			if len(c.Threads) > 0 {
+				jr.UnreadThreadNotifications = c.Threads
+			}
 		}
+		jr.UnreadNotifications = &cc
 	}
 	return nil
 }
@@ -415,6 +434,15 @@ func (s *Syncer) addE2EE(ctx context.Context, req Request, resp *Response, since
 	}
 	resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes = counts, fallback
 	return nil
+}
+
+func hasType(evs []json.RawMessage, t string) bool {
+	for _, ev := range evs {
+		if eventType(ev) == t {
+			return true
+		}
+	}
+	return false
 }
 
 func eventType(ev json.RawMessage) string {

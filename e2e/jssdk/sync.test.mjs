@@ -123,7 +123,7 @@ async function waitUntil(what, check, { emitters = [], ms = STEP_TIMEOUT, descri
     });
 }
 
-// quietLogger is the SDK's logger for one user: debug and info only with
+// userLogger is the SDK's logger for one user: debug and info only with
 // JSSDK_VERBOSE=1; warnings and errors always, prefixed with the user, but
 // each distinct message only once (the SDK retries failing requests in a
 // loop).
