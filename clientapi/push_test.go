@@ -342,3 +342,21 @@ func TestPushersHTTP(t *testing.T) {
 		t.Errorf("after delete: %s", r.Raw)
 	}
 }
+
+// TestPushersGoWithTheirDevice: logging a device out removes its pushers, so
+// a phone that logged out stops receiving notifications.
+func TestPushersGoWithTheirDevice(t *testing.T) {
+	srv := apptest.Start(t)
+	alice := register(t, srv, "alice", "correct horse battery")
+	phone := login(t, srv, "alice", "correct horse battery", nil).Body["access_token"].(string)
+	pusher := map[string]any{"kind": "http", "app_id": "fr.gouv.tchap", "pushkey": "phone-key", "app_display_name": "Tchap",
+		"device_display_name": "Phone", "lang": "fr", "data": map[string]any{"url": "https://push.gouv.fr/_matrix/push/v1/notify"}}
+	mustStatus(t, call(t, "POST", srv.URL+c+"/pushers/set", phone, mustJSON(pusher)), 200, "set pusher")
+	if r := call(t, "GET", srv.URL+c+"/pushers", alice.Token, ""); len(r.Body["pushers"].([]any)) != 1 {
+		t.Fatalf("pusher not listed: %s", r.Raw)
+	}
+	mustStatus(t, call(t, "POST", srv.URL+c+"/logout", phone, ""), 200, "logout")
+	if r := call(t, "GET", srv.URL+c+"/pushers", alice.Token, ""); r.Raw != `{"pushers":[]}` {
+		t.Fatalf("the logged-out device's pusher survived: %s", r.Raw)
+	}
+}

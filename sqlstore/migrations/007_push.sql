@@ -89,6 +89,8 @@ CREATE TABLE pushers (
     created_ts          BIGINT NOT NULL, -- when it was last set, ms (pushkey_ts of gateway requests)
     last_stream_pos     BIGINT NOT NULL, -- notifications up to this stream position were delivered (or skipped)
     failing_since_ts    BIGINT,          -- first failed delivery of the current run of failures, ms; NULL when healthy
-    PRIMARY KEY (user_id, app_id, pushkey)
+    PRIMARY KEY (user_id, app_id, pushkey),
+    -- Logging out, deleting the device or deactivating the account removes its pushers.
+    FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id) ON DELETE CASCADE
 );
 CREATE INDEX pushers_key ON pushers (app_id, pushkey); -- append=false: other users' pushers with the same key
