@@ -109,7 +109,7 @@ func (s *Service) write(ctx context.Context, userID, roomID, evType string, cont
 	})
 	if pos != 0 {
 		if err == nil {
-			s.hub.Commit(pos, streams.Change{Users: []string{userID}})
+			s.hub.Commit(pos, streams.Change{Users: []string{userID}, Kind: streams.KindAccountData})
 		} else {
 			s.hub.Abort(pos)
 		}

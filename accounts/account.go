@@ -17,6 +17,7 @@ func (s *Service) ChangePassword(ctx context.Context, sess Session, newPassword 
 	if err != nil {
 		return err
 	}
+	defer s.forgetSessions(sess.UserID)
 	return s.store.InTx(ctx, func(q *sqlstore.Queries) error {
 		if err := q.SetPasswordHash(ctx, sess.UserID, hash); err != nil {
 			return err
@@ -32,6 +33,7 @@ func (s *Service) ChangePassword(ctx context.Context, sess Session, newPassword 
 // deleted (so every token dies), profile erased if asked. The user ID stays
 // reserved. Spec: POST /_matrix/client/v3/account/deactivate.
 func (s *Service) Deactivate(ctx context.Context, userID string, erase bool) error {
+	defer s.forgetSessions(userID)
 	return s.store.InTx(ctx, func(q *sqlstore.Queries) error {
 		if err := q.DeactivateUser(ctx, userID, erase); err != nil {
 			return err

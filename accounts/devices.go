@@ -64,5 +64,6 @@ func (s *Service) RenameDevice(ctx context.Context, userID, deviceID string, nam
 
 // DeleteDevices deletes devices (after UIA): their tokens stop working at once.
 func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error {
+	defer s.forgetSessions(userID)
 	return s.store.DeleteDevices(ctx, userID, deviceIDs)
 }

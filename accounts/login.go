@@ -35,6 +35,8 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Tokens, error) {
 		return Tokens{}, err
 	}
 	var out Tokens
+	// Logging in on an existing device revokes its old tokens.
+	defer s.forgetSessions(userID)
 	err = s.store.InTx(ctx, func(q *sqlstore.Queries) error {
 		dev := sqlstore.Device{UserID: userID, DeviceID: deviceID, DisplayName: req.DisplayName, CreatedTS: s.now().UnixMilli()}
 		if err := q.UpsertDevice(ctx, dev); err != nil {

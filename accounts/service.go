@@ -7,7 +7,9 @@ package accounts
 import (
 	"context"
 	"errors"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -33,11 +35,32 @@ type Service struct {
 	// hashSlots bounds concurrent argon2id computations: each takes 19 MiB,
 	// so a burst of logins must queue rather than exhaust memory.
 	hashSlots chan struct{}
+	// sessions caches recent token lookups (see Authenticate).
+	sessions *lru.Cache[string, cachedSession]
+	// revocations counts token revocations in this process: a lookup that
+	// overlapped one is not cached, so a revoked token never re-enters the
+	// cache from a read that started before the revocation.
+	revocations atomic.Int64
 }
+
+// cachedSession is a token lookup kept in memory for at most
+// sessionCacheTTL. Every path in this process that revokes tokens purges the
+// user's entries at once; the TTL bounds how long a revocation made by
+// another process (an admin command) can go unnoticed.
+type cachedSession struct {
+	row      sqlstore.Session
+	cachedAt time.Time
+}
+
+const (
+	sessionCacheSize = 10_000
+	sessionCacheTTL  = 30 * time.Second
+)
 
 // New returns the accounts component on store.
 func New(store *sqlstore.Store, cfg Config) *Service {
-	return &Service{store: store, cfg: cfg, now: time.Now, hashSlots: make(chan struct{}, 2*runtime.NumCPU())}
+	sessions, _ := lru.New[string, cachedSession](sessionCacheSize)
+	return &Service{store: store, cfg: cfg, now: time.Now, hashSlots: make(chan struct{}, 2*runtime.NumCPU()), sessions: sessions}
 }
 
 // Session is an authenticated request's identity.
@@ -57,7 +80,10 @@ const touchInterval = time.Minute
 // refreshable token gets M_UNKNOWN_TOKEN with soft_logout, so the client
 // refreshes it. Spec: "Using access tokens", "Soft logout".
 func (s *Service) Authenticate(ctx context.Context, accessToken, clientIP string) (Session, error) {
-	row, err := s.store.SessionByAccessToken(ctx, hashToken(accessToken))
+	now := s.now()
+	key := string(hashToken(accessToken))
+	gen := s.revocations.Load()
+	row, cached, err := s.lookupSession(ctx, key, now)
 	if errors.Is(err, sqlstore.ErrNotFound) {
 		return Session{}, mxerr.New(mxerr.UnknownToken, "Unknown access token")
 	}
@@ -67,23 +93,52 @@ func (s *Service) Authenticate(ctx context.Context, accessToken, clientIP string
 	if row.Deactivated {
 		return Session{}, mxerr.New(mxerr.UnknownToken, "This account has been deactivated")
 	}
-	now := s.now()
 	if row.ExpiresTS != nil && now.UnixMilli() >= *row.ExpiresTS {
 		e := mxerr.New(mxerr.UnknownToken, "The access token has expired; use the refresh token")
 		e.SoftLogout = true
 		return Session{}, e
 	}
 	if !row.Used || row.ReplacesID != nil {
+		// First use of a refreshed pair: the pair it replaced dies now.
 		if err := s.store.MarkTokenUsed(ctx, row.ID, row.ReplacesID); err != nil {
 			return Session{}, err
 		}
+		s.forgetSessions(row.UserID)
+		row.Used, row.ReplacesID = true, nil
+		cached = false
 	}
 	if row.LastSeenTS == nil || now.Sub(time.UnixMilli(*row.LastSeenTS)) > touchInterval {
 		if err := s.store.TouchDevice(ctx, row.UserID, row.DeviceID, now.UnixMilli(), clientIP); err != nil {
 			zerolog.Ctx(ctx).Warn().Err(err).Msg("recording device last-seen time")
 		}
+		ts := now.UnixMilli()
+		row.LastSeenTS = &ts
+		cached = false
+	}
+	if !cached && s.revocations.Load() == gen {
+		s.sessions.Add(key, cachedSession{row: row, cachedAt: now})
 	}
 	return Session{UserID: row.UserID, DeviceID: row.DeviceID, IsAdmin: row.IsAdmin, tokenID: row.ID}, nil
+}
+
+// lookupSession finds a token's session in the cache or the database.
+func (s *Service) lookupSession(ctx context.Context, key string, now time.Time) (sqlstore.Session, bool, error) {
+	if c, ok := s.sessions.Get(key); ok && now.Sub(c.cachedAt) < sessionCacheTTL {
+		return c.row, true, nil
+	}
+	row, err := s.store.SessionByAccessToken(ctx, []byte(key))
+	return row, false, err
+}
+
+// forgetSessions drops the user's cached sessions; every path that revokes
+// a token, deletes a device or deactivates an account calls it.
+func (s *Service) forgetSessions(userID string) {
+	s.revocations.Add(1)
+	for _, k := range s.sessions.Keys() {
+		if c, ok := s.sessions.Peek(k); ok && c.row.UserID == userID {
+			s.sessions.Remove(k)
+		}
+	}
 }
 
 // Tokens is what a login, a registration or a refresh hands to the client.
@@ -131,6 +186,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, err
 		if err := q.MarkTokenUsed(ctx, row.ID, row.ReplacesID); err != nil {
 			return err
 		}
+		s.forgetSessions(row.UserID)
 		id := row.ID
 		out, err = s.issueTokens(ctx, q, row.UserID, row.DeviceID, true, &id)
 		return err
@@ -145,10 +201,12 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, err
 // Logout deletes the session's device, which revokes its tokens.
 // Spec: POST /logout ("the device associated with the access token is deleted").
 func (s *Service) Logout(ctx context.Context, sess Session) error {
+	defer s.forgetSessions(sess.UserID)
 	return s.store.DeleteDevices(ctx, sess.UserID, []string{sess.DeviceID})
 }
 
 // LogoutAll deletes every device of the user.
 func (s *Service) LogoutAll(ctx context.Context, sess Session) error {
+	defer s.forgetSessions(sess.UserID)
 	return s.store.DeleteAllDevices(ctx, sess.UserID, "")
 }

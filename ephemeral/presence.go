@@ -192,7 +192,7 @@ func (p *Presence) write(ctx context.Context, userID string, next func(old *sqls
 			return false, streams.Change{}, err
 		}
 		rooms, err := q.RoomsWithMembership(ctx, userID, "join")
-		return true, streams.Change{Users: []string{userID}, Rooms: rooms}, err
+		return true, streams.Change{Users: []string{userID}, Rooms: rooms, Kind: streams.KindPresence}, err
 	})
 }
 

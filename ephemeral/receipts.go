@@ -138,9 +138,9 @@ func (r *Receipts) store1(ctx context.Context, userID, receiptType, thread strin
 			RoomID: ev.RoomID, UserID: userID, Type: receiptType, ThreadID: thread,
 			EventID: ev.EventID, EventStreamPos: ev.StreamPos, TS: r.now().UnixMilli(), StreamPos: pos,
 		})
-		change := streams.Change{Rooms: []string{ev.RoomID}}
+		change := streams.Change{Rooms: []string{ev.RoomID}, Kind: streams.KindReceipt}
 		if receiptType == ReceiptReadPrivate {
-			change = streams.Change{Users: []string{userID}}
+			change = streams.Change{Users: []string{userID}, Kind: streams.KindReceipt}
 		}
 		return stored, change, err
 	})

@@ -322,7 +322,7 @@ func (s *Service) update(ctx context.Context, userID string, fn func(u *userRule
 	})
 	if pos != 0 {
 		if err == nil {
-			s.hub.Commit(pos, streams.Change{Users: []string{userID}})
+			s.hub.Commit(pos, streams.Change{Users: []string{userID}, Kind: streams.KindAccountData})
 		} else {
 			s.hub.Abort(pos)
 		}

@@ -61,6 +61,25 @@ type Roomserver struct {
 	events *lru.Cache[int64, gomatrixserverlib.PDU]
 	// snapshots caches materialised state snapshots, which never change.
 	snapshots *lru.Cache[int64, *snapshot]
+	// versions caches room versions, which never change.
+	versions *lru.Cache[string, string]
+	// memberships and histories cache, per user, the current memberships
+	// and the membership history in a room, as of a stream position; they
+	// are valid until the Hub reports a membership change of the user.
+	memberships *lru.Cache[string, cachedMemberships]
+	histories   *lru.Cache[string, cachedHistory]
+	// tails keeps the latest events of active rooms (see roomTail).
+	tails *lru.Cache[string, *roomTail]
+}
+
+type cachedMemberships struct {
+	at   int64
+	list []sqlstore.CurrentMembership
+}
+
+type cachedHistory struct {
+	at      int64
+	history []sqlstore.MembershipChange
 }
 
 // Cache sizes: enough for the working set of busy rooms, bounded so memory
@@ -68,6 +87,11 @@ type Roomserver struct {
 const (
 	eventCacheSize    = 50_000
 	snapshotCacheSize = 2_000
+	versionCacheSize  = 100_000
+	// per-user caches of the sync path
+	membershipCacheSize = 20_000
+	historyCacheSize    = 200_000
+	tailCacheSize       = 5_000 // rooms whose latest events stay in memory
 )
 
 // New returns the roomserver. Every event it stores takes its stream
@@ -76,12 +100,71 @@ const (
 func New(cfg Config, store *sqlstore.Store, key signingkey.Key, profiles Profiles, hub *streams.Hub, listeners ...EventListener) *Roomserver {
 	events, _ := lru.New[int64, gomatrixserverlib.PDU](eventCacheSize)
 	snapshots, _ := lru.New[int64, *snapshot](snapshotCacheSize)
-	return &Roomserver{cfg: cfg, store: store, key: key, profiles: profiles, hub: hub, listeners: listeners, now: time.Now, events: events, snapshots: snapshots}
+	versions, _ := lru.New[string, string](versionCacheSize)
+	memberships, _ := lru.New[string, cachedMemberships](membershipCacheSize)
+	histories, _ := lru.New[string, cachedHistory](historyCacheSize)
+	tails, _ := lru.New[string, *roomTail](tailCacheSize)
+	return &Roomserver{cfg: cfg, store: store, key: key, profiles: profiles, hub: hub, listeners: listeners, now: time.Now, events: events, snapshots: snapshots, versions: versions,
+		memberships: memberships, histories: histories, tails: tails}
 }
 
 // notFoundRoom is the error for a room this server does not know.
 func notFoundRoom(roomID string) error {
 	return mxerr.New(mxerr.NotFound, "Unknown room %s", roomID)
+}
+
+// roomVersionOf is the room's version, from the cache when possible.
+func (r *Roomserver) roomVersionOf(ctx context.Context, q *sqlstore.Queries, roomID string) (string, error) {
+	if v, ok := r.versions.Get(roomID); ok {
+		return v, nil
+	}
+	room, err := r.loadRoom(ctx, q, roomID, false)
+	if err != nil {
+		return "", err
+	}
+	r.versions.Add(roomID, room.RoomVersion)
+	return room.RoomVersion, nil
+}
+
+// currentMemberships is the user's memberships, cached until the Hub
+// reports a membership event for the user.
+func (r *Roomserver) currentMemberships(ctx context.Context, q *sqlstore.Queries, userID string) ([]sqlstore.CurrentMembership, error) {
+	if c, ok := r.memberships.Get(userID); ok && !r.hub.ChangedSince(streams.KindEvent, userID, c.at) {
+		return c.list, nil
+	}
+	at := r.hub.Current().Stream // before reading: a change meanwhile invalidates
+	list, err := q.CurrentMemberships(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	r.memberships.Add(userID, cachedMemberships{at: at, list: list})
+	return list, nil
+}
+
+// membershipHistories is MembershipHistories through the cache.
+func (r *Roomserver) membershipHistories(ctx context.Context, q *sqlstore.Queries, userID string, roomIDs []string) (map[string][]sqlstore.MembershipChange, error) {
+	out := map[string][]sqlstore.MembershipChange{}
+	var missing []string
+	for _, room := range roomIDs {
+		if c, ok := r.histories.Get(userID + "|" + room); ok && !r.hub.ChangedSince(streams.KindEvent, userID, c.at) {
+			out[room] = c.history
+		} else {
+			missing = append(missing, room)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	at := r.hub.Current().Stream
+	fetched, err := q.MembershipHistories(ctx, userID, missing)
+	if err != nil {
+		return nil, err
+	}
+	for _, room := range missing {
+		out[room] = fetched[room]
+		r.histories.Add(userID+"|"+room, cachedHistory{at: at, history: fetched[room]})
+	}
+	return out, nil
 }
 
 // loadRoom returns the room row or 404.

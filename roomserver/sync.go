@@ -71,6 +71,13 @@ type SyncRequest struct {
 	IncludeLeave   bool
 	KeepRoom       func(roomID string) bool // rooms / not_rooms of the filter; nil keeps all
 	Ignored        map[string]bool          // users whose events and invites are hidden
+	// RoomChanged tells, on an incremental sync, whether a joined room may
+	// have events in the range; rooms it rules out are not read at all. nil:
+	// every room may have.
+	RoomChanged func(roomID string) bool
+	// MembershipUnchanged is set when the user's memberships certainly did
+	// not change in the range, which saves looking for changes.
+	MembershipUnchanged bool
 }
 
 // StrippedEvent is a state event reduced for invite and knock previews.
@@ -107,13 +114,14 @@ var strippedTypes = []string{"m.room.create", "m.room.join_rules", "m.room.name"
 
 // SyncRooms computes the rooms section of a sync with a handful of queries
 // whatever the number of rooms: memberships, membership changes, timelines
-// and visibility histories are each read for all rooms at once.
-func (r *Roomserver) SyncRooms(ctx context.Context, req SyncRequest) ([]SyncRoom, error) {
+// and visibility histories are each read for all rooms at once. It also
+// returns every room the user is joined to (changed or not).
+func (r *Roomserver) SyncRooms(ctx context.Context, req SyncRequest) ([]SyncRoom, []string, error) {
 	q := &r.store.Queries
 	user := req.Viewer.UserID
-	current, err := q.CurrentMemberships(ctx, user)
+	current, err := r.currentMemberships(ctx, q, user)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	membership := map[string]string{}
 	for _, m := range current {
@@ -122,17 +130,17 @@ func (r *Roomserver) SyncRooms(ctx context.Context, req SyncRequest) ([]SyncRoom
 	// Rooms whose membership changed in the range: newly joined rooms get
 	// their full state; leaves, invites and knocks in the range are reported.
 	changed := map[string]bool{}
-	if req.Since > 0 {
+	if req.Since > 0 && !req.MembershipUnchanged {
 		changes, err := q.MembershipChanges(ctx, user, req.Since, req.Upto)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, c := range changes {
 			changed[c.RoomID] = true
 		}
 	}
 	keep := func(room string) bool { return req.KeepRoom == nil || req.KeepRoom(room) }
-	var withTimeline, invites, knocks []string
+	var withTimeline, invites, knocks, joined []string
 	kinds := map[string]string{}
 	for room, m := range membership {
 		if !keep(room) {
@@ -140,6 +148,10 @@ func (r *Roomserver) SyncRooms(ctx context.Context, req SyncRequest) ([]SyncRoom
 		}
 		switch m {
 		case "join":
+			joined = append(joined, room)
+			if req.Since > 0 && req.RoomChanged != nil && !req.RoomChanged(room) && !changed[room] {
+				continue
+			}
 			withTimeline = append(withTimeline, room)
 			kinds[room] = "join"
 		case "invite":
@@ -153,7 +165,7 @@ func (r *Roomserver) SyncRooms(ctx context.Context, req SyncRequest) ([]SyncRoom
 		case "leave", "ban":
 			if (req.Since == 0 && req.IncludeLeave) || changed[room] {
 				if forgotten, err := q.RoomForgotten(ctx, user, room); err != nil {
-					return nil, err
+					return nil, nil, err
 				} else if !forgotten {
 					withTimeline = append(withTimeline, room)
 					kinds[room] = "leave"
@@ -162,11 +174,12 @@ func (r *Roomserver) SyncRooms(ctx context.Context, req SyncRequest) ([]SyncRoom
 		}
 	}
 	sort.Strings(withTimeline)
+	sort.Strings(joined)
 	out := []SyncRoom{}
 	if len(withTimeline) > 0 {
 		rooms, err := r.syncTimelines(ctx, q, req, withTimeline, kinds, changed)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out = append(out, rooms...)
 	}
@@ -177,14 +190,14 @@ func (r *Roomserver) SyncRooms(ctx context.Context, req SyncRequest) ([]SyncRoom
 		for _, room := range group.rooms {
 			sr, ok, err := r.strippedRoom(ctx, q, req, room, group.kind)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if ok {
 				out = append(out, sr)
 			}
 		}
 	}
-	return out, nil
+	return out, joined, nil
 }
 
 // syncTimelines builds the joined and left rooms: timeline, state, summary.
@@ -193,15 +206,28 @@ func (r *Roomserver) syncTimelines(ctx context.Context, q *sqlstore.Queries, req
 	if limit <= 0 {
 		limit = 10
 	}
-	rows, err := q.RoomEventsInRange(ctx, roomIDs, req.Since, req.Upto, limit+1, req.TimelineFilter)
-	if err != nil {
-		return nil, err
-	}
+	// Incremental syncs of active rooms read their latest events from memory.
 	byRoom := map[string][]sqlstore.Event{}
-	for _, row := range rows {
-		byRoom[row.RoomID] = append(byRoom[row.RoomID], row)
+	var fromDB []string
+	for _, room := range roomIDs {
+		if req.Since > 0 {
+			if rows, ok := r.tailRange(room, req.Since, req.Upto, limit+1, req.TimelineFilter); ok {
+				byRoom[room] = rows
+				continue
+			}
+		}
+		fromDB = append(fromDB, room)
 	}
-	histories, err := q.MembershipHistories(ctx, req.Viewer.UserID, roomIDs)
+	if len(fromDB) > 0 {
+		rows, err := q.RoomEventsInRange(ctx, fromDB, req.Since, req.Upto, limit+1, req.TimelineFilter)
+		if err != nil {
+			return nil, err
+		}
+		for _, row := range rows {
+			byRoom[row.RoomID] = append(byRoom[row.RoomID], row)
+		}
+	}
+	histories, err := r.membershipHistories(ctx, q, req.Viewer.UserID, roomIDs)
 	if err != nil {
 		return nil, err
 	}
@@ -210,27 +236,43 @@ func (r *Roomserver) syncTimelines(ctx context.Context, q *sqlstore.Queries, req
 	// (for rooms whose timeline in the range is empty).
 	var atSince map[string]sqlstore.Event
 	if req.Since > 0 {
-		if atSince, err = r.lastEvents(ctx, q, roomIDs, req.Since); err != nil {
-			return nil, err
+		var gappy []string // rooms with more events in the range than the limit
+		for _, room := range roomIDs {
+			if len(byRoom[room]) > limit {
+				gappy = append(gappy, room)
+			}
+		}
+		if len(gappy) > 0 {
+			if atSince, err = r.lastEvents(ctx, q, gappy, req.Since); err != nil {
+				return nil, err
+			}
 		}
 	}
-	atUpto, err := r.lastEvents(ctx, q, roomIDs, req.Upto)
-	if err != nil {
-		return nil, err
+	// Rooms with no event in the range need their last event before it.
+	var quiet []string
+	for _, room := range roomIDs {
+		if len(byRoom[room]) == 0 {
+			quiet = append(quiet, room)
+		}
+	}
+	atUpto := map[string]sqlstore.Event{}
+	if len(quiet) > 0 {
+		if atUpto, err = r.lastEvents(ctx, q, quiet, req.Upto); err != nil {
+			return nil, err
+		}
 	}
 	var summaries map[string]*sqlstore.RoomMemberSummary
 	var out []SyncRoom
 	var needSummary []string
 	for _, roomID := range roomIDs {
-		room, err := r.loadRoom(ctx, q, roomID, false)
+		version, err := r.roomVersionOf(ctx, q, roomID)
 		if err != nil {
 			return nil, err
 		}
-		current, err := r.loadSnapshot(ctx, q, room.StateSnapshot)
-		if err != nil {
-			return nil, err
-		}
-		rd := &reader{r: r, q: q, room: room, userID: req.Viewer.UserID, current: current, history: histories[roomID]}
+		// The sync path reads history by event, never the current state, so
+		// the reader needs only the room's ID and version.
+		room := sqlstore.Room{RoomID: roomID, RoomVersion: version}
+		rd := &reader{r: r, q: q, room: room, userID: req.Viewer.UserID, history: histories[roomID]}
 		sr, err := r.syncTimelineRoom(ctx, rd, req, byRoom[roomID], limit, kinds[roomID], changed[roomID], atSince, atUpto)
 		if err != nil {
 			return nil, err
@@ -418,4 +460,9 @@ func deref(p *string) string {
 		return ""
 	}
 	return *p
+}
+
+// CurrentMemberships lists the rooms the user has a membership in (cached).
+func (r *Roomserver) CurrentMemberships(ctx context.Context, userID string) ([]sqlstore.CurrentMembership, error) {
+	return r.currentMemberships(ctx, &r.store.Queries, userID)
 }

@@ -31,17 +31,26 @@ type txn struct {
 	*sqlstore.Queries
 	positions []int64
 	change    streams.Change
+	stored    []sqlstore.Event // the events written, for the rooms' tails
+	redacted  []string         // rooms where an event was redacted
 }
 
 // inTx runs fn in one database transaction, then reports the stream
 // positions it took to the Hub: visible (and waking the rooms' members) if
 // the transaction committed, abandoned if it rolled back.
 func (r *Roomserver) inTx(ctx context.Context, fn func(q *txn) error) error {
-	t := &txn{}
+	t := &txn{change: streams.Change{Kind: streams.KindEvent}}
 	err := r.store.InTx(ctx, func(q *sqlstore.Queries) error {
 		t.Queries = q
 		return fn(t)
 	})
+	if err == nil {
+		// Into the tails before the Hub makes the events visible.
+		for _, room := range t.redacted {
+			r.forgetTail(room)
+		}
+		r.rememberCommitted(t.stored)
+	}
 	for _, p := range t.positions {
 		if err == nil {
 			r.hub.Commit(p, t.change)
@@ -147,6 +156,7 @@ func (w *writer) storeWithTxn(ctx context.Context, ev gomatrixserverlib.PDU, txn
 		}
 		w.room.ForwardExtremities, w.room.MaxDepth = extremities, ev.Depth()
 		w.r.events.Add(row.NID, ev)
+		w.t.stored = append(w.t.stored, row)
 		if err := w.notifyListeners(ctx, row); err != nil {
 			return nil, err
 		}
@@ -159,6 +169,7 @@ func (w *writer) storeWithTxn(ctx context.Context, ev gomatrixserverlib.PDU, txn
 		return nil, err
 	}
 	w.r.events.Add(row.NID, ev)
+	w.t.stored = append(w.t.stored, row)
 	if sk := ev.StateKey(); sk != nil {
 		next, err := w.r.addToSnapshot(ctx, w.q, w.room.RoomID, w.state, map[stateKey]int64{{ev.Type(), *sk}: row.NID})
 		if err != nil {
@@ -237,6 +248,7 @@ func (w *writer) applyRedaction(ctx context.Context, redaction gomatrixserverlib
 		return err
 	}
 	w.r.events.Remove(target.NID)
+	w.t.redacted = append(w.t.redacted, w.room.RoomID)
 	return nil
 }
 

@@ -24,11 +24,30 @@ import (
 	"sync"
 )
 
+// Kind says what sort of data a change wrote, so a sync can skip reading
+// the kinds that did not change for it. The zero value, KindUnknown, means
+// "anything": readers then read everything, which is always correct.
+type Kind int
+
+// The kinds of change.
+const (
+	KindUnknown Kind = iota
+	KindEvent        // room events (and membership changes of the Users)
+	KindAccountData  // account data of the Users (global or per room)
+	KindReceipt      // receipts in the Rooms (or private ones of the Users)
+	KindPresence     // presence of the Users
+	KindToDevice     // to-device messages for the Users
+	KindDeviceList   // device-list changes that concern the Users
+	kindCount
+)
+
 // Change is what a committed write concerns: the rooms whose members should
-// wake, and users to wake directly (an invitee, the owner of account data).
+// wake, and users to wake directly (an invitee, the owner of account data),
+// and what kind of data changed.
 type Change struct {
 	Rooms []string
 	Users []string
+	Kind  Kind
 }
 
 // Position is a sync position: the stream and the typing counter.
@@ -51,14 +70,55 @@ type Hub struct {
 	typing   int64              // typing counter
 	byUser   map[string]map[*Subscription]struct{}
 	byRoom   map[string]map[*Subscription]struct{}
+
+	// start is where this process's memory of changes begins: positions at
+	// or before it are not in last, so ChangedSince answers "maybe" for them.
+	start int64
+	// last is, per kind, the latest visible position of a change naming each
+	// room or user. It holds one entry per room and user that changed while
+	// the process runs: bounded by the rooms and accounts that exist.
+	last [kindCount]map[string]int64
 }
 
 // NewHub starts the stream after the highest position already stored.
 func NewHub(lastStored int64) *Hub {
-	return &Hub{
-		next: lastStored, current: lastStored,
+	h := &Hub{
+		next: lastStored, current: lastStored, start: lastStored,
 		inFlight: map[int64]struct{}{}, pending: map[int64]Change{},
 		byUser: map[string]map[*Subscription]struct{}{}, byRoom: map[string]map[*Subscription]struct{}{},
+	}
+	for k := range h.last {
+		h.last[k] = map[string]int64{}
+	}
+	return h
+}
+
+// ChangedSince tells whether a change of that kind naming key (a room or
+// user ID) became visible after position since. It answers true when it
+// cannot know (since is older than this process's memory), and for changes
+// of unknown kind, so a false is always safe to act on.
+func (h *Hub) ChangedSince(kind Kind, key string, since int64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if since < h.start {
+		return true
+	}
+	return h.last[kind][key] > since || h.last[KindUnknown][key] > since
+}
+
+// Anywhere is the key of ChangedSince that matches a change of the kind
+// naming any room or user.
+const Anywhere = ""
+
+// record notes that change became visible at pos.
+func (h *Hub) record(pos int64, ch Change) {
+	h.last[ch.Kind][Anywhere] = pos
+	for _, keys := range [][]string{ch.Rooms, ch.Users} {
+		for _, k := range keys {
+			if h.last[ch.Kind][k] < pos {
+				h.last[ch.Kind][k] = pos
+			}
+		}
 	}
 }
 
@@ -114,6 +174,7 @@ func (h *Hub) advance() {
 			continue
 		}
 		delete(h.pending, p)
+		h.record(p, ch)
 		h.collect(ch, woken)
 	}
 	h.current = limit

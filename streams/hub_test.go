@@ -125,3 +125,31 @@ func TestSubscriptionsDoNotLeak(t *testing.T) {
 		t.Fatalf("%d users and %d rooms still indexed", len(h.byUser), len(h.byRoom))
 	}
 }
+
+// TestChangedSince: kinds are remembered per room and user once visible;
+// unknown kinds and positions older than the process answer "changed".
+func TestChangedSince(t *testing.T) {
+	h := NewHub(10)
+	if !h.ChangedSince(KindReceipt, "!r:x", 5) {
+		t.Fatal("a position older than the process's memory must count as changed")
+	}
+	a, b := h.Alloc(), h.Alloc()
+	h.Commit(b, Change{Rooms: []string{"!r:x"}, Kind: KindEvent})
+	if h.ChangedSince(KindEvent, "!r:x", 10) {
+		t.Fatal("a change that is not visible yet was reported")
+	}
+	h.Commit(a, Change{Users: []string{"@u:x"}, Kind: KindAccountData})
+	if !h.ChangedSince(KindEvent, "!r:x", 10) || h.ChangedSince(KindEvent, "!r:x", b) {
+		t.Fatal("event change of the room")
+	}
+	if h.ChangedSince(KindReceipt, "!r:x", 10) || h.ChangedSince(KindAccountData, "!r:x", 10) {
+		t.Fatal("other kinds reported for the room")
+	}
+	if !h.ChangedSince(KindAccountData, "@u:x", 10) || h.ChangedSince(KindAccountData, "@v:x", 10) {
+		t.Fatal("account data of the user")
+	}
+	h.Commit(h.Alloc(), Change{Users: []string{"@v:x"}})
+	if !h.ChangedSince(KindPresence, "@v:x", 12) {
+		t.Fatal("a change of unknown kind must count for every kind")
+	}
+}

@@ -120,3 +120,20 @@ func (r *Response) pruneQuietRooms() {
 		}
 	}
 }
+
+// joinedRoom returns the entry of a joined room, creating an empty one for a
+// room that only has ephemeral events, account data or counts.
+func (r *Response) joinedRoom(roomID string) *JoinedRoom {
+	if jr, ok := r.Rooms.Join[roomID]; ok {
+		return jr
+	}
+	jr := &JoinedRoom{
+		Timeline:    timeline{Events: []json.RawMessage{}},
+		State:       eventList{Events: []json.RawMessage{}},
+		AccountData: eventList{Events: []json.RawMessage{}},
+		Ephemeral:   eventList{Events: []json.RawMessage{}},
+		Summary:     &roomserver.RoomSummary{}, summaryUnchanged: true,
+	}
+	r.Rooms.Join[roomID] = jr
+	return jr
+}

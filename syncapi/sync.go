@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +18,8 @@ import (
 
 // Rooms is what sync needs from the roomserver.
 type Rooms interface {
-	SyncRooms(ctx context.Context, req roomserver.SyncRequest) ([]roomserver.SyncRoom, error)
+	SyncRooms(ctx context.Context, req roomserver.SyncRequest) ([]roomserver.SyncRoom, []string, error)
+	CurrentMemberships(ctx context.Context, userID string) ([]sqlstore.CurrentMembership, error)
 }
 
 // AccountData is the account data component, as sync reads it.
@@ -87,11 +89,15 @@ type Deps struct {
 // Syncer answers /sync.
 type Syncer struct {
 	Deps
-	now func() time.Time
+	now     func() time.Time
+	ignored *lru.Cache[string, ignoredList]
 }
 
 // New returns the sync component.
-func New(d Deps) *Syncer { return &Syncer{Deps: d, now: time.Now} }
+func New(d Deps) *Syncer {
+	ignored, _ := lru.New[string, ignoredList](ignoredCacheSize)
+	return &Syncer{Deps: d, now: time.Now, ignored: ignored}
+}
 
 // Token is a sync token: "s<stream>_<typing>".
 func Token(p streams.Position) string { return fmt.Sprintf("s%d_%d", p.Stream, p.Typing) }
@@ -164,7 +170,7 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 		return s.compute(ctx, req, from, since == nil, s.Hub.Current())
 	}
 	// Subscribe before reading, so a change committed meanwhile wakes us.
-	memberships, err := s.Store.CurrentMemberships(ctx, req.UserID)
+	memberships, err := s.Rooms.CurrentMemberships(ctx, req.UserID)
 	if err != nil {
 		return nil, err
 	}
@@ -196,19 +202,24 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 	}
 }
 
-// compute builds the response for the range (since, upto].
+// compute builds the response for the range (since, upto]. On an
+// incremental sync, what the Hub says did not change for the user (rooms
+// without events, account data, receipts, presence) is not read at all: a
+// wake-up for one message in one room costs a few queries, whatever the
+// number of rooms.
 func (s *Syncer) compute(ctx context.Context, req Request, since streams.Position, initial bool, upto streams.Position) (*Response, error) {
 	f := req.Filter
 	resp := newResponse(upto)
-	var ignored map[string]bool
-	if s.AccountData != nil {
-		var err error
-		if ignored, err = s.AccountData.IgnoredUsers(ctx, req.UserID); err != nil {
-			return nil, err
-		}
+	incremental := !initial && !req.FullState
+	changed := func(kind streams.Kind, key string) bool {
+		return !incremental || s.Hub.ChangedSince(kind, key, since.Stream)
+	}
+	ignored, err := s.ignoredUsers(ctx, req.UserID)
+	if err != nil {
+		return nil, err
 	}
 	timelineFilter := f.Room.Timeline
-	rooms, err := s.Rooms.SyncRooms(ctx, roomserver.SyncRequest{
+	rooms, joinedAll, err := s.Rooms.SyncRooms(ctx, roomserver.SyncRequest{
 		Viewer:         roomserver.Viewer{UserID: req.UserID, DeviceID: req.DeviceID},
 		Since:          since.Stream,
 		Upto:           upto.Stream,
@@ -220,17 +231,17 @@ func (s *Syncer) compute(ctx context.Context, req Request, since streams.Positio
 		KeepRoom: func(roomID string) bool {
 			return f.Room.keepsRoom(roomID) && f.Room.Timeline.keepsRoom(roomID)
 		},
-		Ignored: ignored,
+		Ignored:             ignored,
+		RoomChanged:         func(roomID string) bool { return changed(streams.KindEvent, roomID) },
+		MembershipUnchanged: !changed(streams.KindEvent, req.UserID),
 	})
 	if err != nil {
 		return nil, err
 	}
-	var joined []string
 	for _, r := range rooms {
 		switch r.Membership {
 		case "join":
 			resp.Rooms.Join[r.RoomID] = s.joinedRoom(r, f)
-			joined = append(joined, r.RoomID)
 		case "invite":
 			resp.Rooms.Invite[r.RoomID] = &InvitedRoom{InviteState: strippedList{Events: r.StrippedState}}
 		case "knock":
@@ -242,13 +253,22 @@ func (s *Syncer) compute(ctx context.Context, req Request, since streams.Positio
 			}
 		}
 	}
-	if err := s.addAccountData(ctx, req, f, resp, since, upto, initial); err != nil {
+	if changed(streams.KindAccountData, req.UserID) {
+		if err := s.addAccountData(ctx, req, f, resp, joinedAll, since, upto, initial); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.addEphemeral(ctx, req, f, resp, joinedAll, since, upto, initial, changed); err != nil {
 		return nil, err
 	}
-	if err := s.addEphemeral(ctx, req, f, resp, joined, since, upto, initial); err != nil {
-		return nil, err
+	// Counts move with events and receipts: only those rooms need them.
+	var countRooms []string
+	for _, r := range joinedAll {
+		if !incremental || changed(streams.KindEvent, r) || changed(streams.KindReceipt, r) || changed(streams.KindReceipt, req.UserID) {
+			countRooms = append(countRooms, r)
+		}
 	}
-	if err := s.addCounts(ctx, req, resp, joined); err != nil {
+	if err := s.addCounts(ctx, req, resp, countRooms); err != nil {
 		return nil, err
 	}
 	if err := s.addE2EE(ctx, req, resp, since, upto); err != nil {
@@ -290,7 +310,7 @@ func (s *Syncer) events(evs []roomserver.ClientEvent, f Filter) []json.RawMessag
 	return out
 }
 
-func (s *Syncer) addAccountData(ctx context.Context, req Request, f Filter, resp *Response, since, upto streams.Position, initial bool) error {
+func (s *Syncer) addAccountData(ctx context.Context, req Request, f Filter, resp *Response, joined []string, since, upto streams.Position, initial bool) error {
 	if s.AccountData == nil {
 		return nil
 	}
@@ -319,13 +339,10 @@ func (s *Syncer) addAccountData(ctx context.Context, req Request, f Filter, resp
 		}
 	}
 	for roomID, evs := range rooms {
-		if !f.Room.AccountData.keepsRoom(roomID) {
+		if !f.Room.AccountData.keepsRoom(roomID) || !contains(joined, roomID) {
 			continue
 		}
-		jr, ok := resp.Rooms.Join[roomID]
-		if !ok {
-			continue
-		}
+		jr := resp.joinedRoom(roomID)
 		for _, ev := range evs {
 			if f.Room.AccountData.keeps(eventType(ev), "") {
 				jr.AccountData.Events = append(jr.AccountData.Events, ev)
@@ -335,7 +352,8 @@ func (s *Syncer) addAccountData(ctx context.Context, req Request, f Filter, resp
 	return nil
 }
 
-func (s *Syncer) addEphemeral(ctx context.Context, req Request, f Filter, resp *Response, joined []string, since, upto streams.Position, initial bool) error {
+func (s *Syncer) addEphemeral(ctx context.Context, req Request, f Filter, resp *Response, joined []string, since, upto streams.Position, initial bool,
+	changed func(streams.Kind, string) bool) error {
 	if s.Ephemeral == nil {
 		return nil
 	}
@@ -353,7 +371,8 @@ func (s *Syncer) addEphemeral(ctx context.Context, req Request, f Filter, resp *
 	if eph.keeps("m.typing", "") && (initial || upto.Typing > since.Typing) {
 		for _, r := range rooms {
 			if ev, ok := s.Ephemeral.TypingSince(r, typingSince); ok {
-				resp.Rooms.Join[r].Ephemeral.Events = append(resp.Rooms.Join[r].Ephemeral.Events, ev)
+				jr := resp.joinedRoom(r)
+				jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
 			}
 		}
 	}
@@ -361,16 +380,24 @@ func (s *Syncer) addEphemeral(ctx context.Context, req Request, f Filter, resp *
 	if initial {
 		from = 0
 	}
-	if eph.keeps("m.receipt", "") && len(rooms) > 0 {
-		receipts, err := s.Ephemeral.ReceiptsSince(ctx, req.UserID, rooms, from, upto.Stream)
+	var receiptRooms []string
+	for _, r := range rooms {
+		if changed(streams.KindReceipt, r) || changed(streams.KindReceipt, req.UserID) {
+			receiptRooms = append(receiptRooms, r)
+		}
+	}
+	if eph.keeps("m.receipt", "") && len(receiptRooms) > 0 {
+		receipts, err := s.Ephemeral.ReceiptsSince(ctx, req.UserID, receiptRooms, from, upto.Stream)
 		if err != nil {
 			return err
 		}
 		for r, ev := range receipts {
-			if jr, ok := resp.Rooms.Join[r]; ok {
-				jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
-			}
+			jr := resp.joinedRoom(r)
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
 		}
+	}
+	if !changed(streams.KindPresence, streams.Anywhere) {
+		return nil
 	}
 	presence, err := s.Ephemeral.PresenceSince(ctx, req.UserID, from, upto.Stream)
 	if err != nil {
@@ -394,10 +421,8 @@ func (s *Syncer) addCounts(ctx context.Context, req Request, resp *Response, joi
 		return err
 	}
 	for roomID, c := range counts {
-		jr, ok := resp.Rooms.Join[roomID]
-		if !ok {
-			continue
-		}
+		jr := resp.joinedRoom(roomID)
+		jr.countsChanged = true
 		// Spec: with unread_thread_notifications, unread_notifications
 		// counts the main timeline only and each thread is counted apart.
 		cc := c.Counts
@@ -459,6 +484,32 @@ func eventSender(ev json.RawMessage) string {
 	}
 	_ = json.Unmarshal(ev, &e)
 	return e.Sender
+}
+
+// ignoredCacheSize bounds the cache of ignored-user lists.
+const ignoredCacheSize = 10_000
+
+// ignoredUsers is the user's m.ignored_user_list, cached until the Hub says
+// the user's account data changed.
+func (s *Syncer) ignoredUsers(ctx context.Context, userID string) (map[string]bool, error) {
+	if s.AccountData == nil {
+		return nil, nil
+	}
+	if c, ok := s.ignored.Get(userID); ok && !s.Hub.ChangedSince(streams.KindAccountData, userID, c.at) {
+		return c.users, nil
+	}
+	at := s.Hub.Current().Stream
+	users, err := s.AccountData.IgnoredUsers(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	s.ignored.Add(userID, ignoredList{at: at, users: users})
+	return users, nil
+}
+
+type ignoredList struct {
+	at    int64
+	users map[string]bool
 }
 
 // SaveFilter stores a filter for the user. Spec: POST /user/{userId}/filter.
