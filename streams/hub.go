@@ -31,13 +31,13 @@ type Kind int
 
 // The kinds of change.
 const (
-	KindUnknown Kind = iota
-	KindEvent        // room events (and membership changes of the Users)
-	KindAccountData  // account data of the Users (global or per room)
-	KindReceipt      // receipts in the Rooms (or private ones of the Users)
-	KindPresence     // presence of the Users
-	KindToDevice     // to-device messages for the Users
-	KindDeviceList   // device-list changes that concern the Users
+	KindUnknown     Kind = iota
+	KindEvent            // room events (and membership changes of the Users)
+	KindAccountData      // account data of the Users (global or per room)
+	KindReceipt          // receipts in the Rooms (or private ones of the Users)
+	KindPresence         // presence of the Users
+	KindToDevice         // to-device messages for the Users
+	KindDeviceList       // device-list changes that concern the Users
 	kindCount
 )
 
