@@ -82,8 +82,17 @@ func (e *env) start(extra ...roomserver.EventListener) {
 }
 
 // user returns a fresh local user ID.
+// user creates an account with a device "DEV" (pushers belong to a device).
 func (e *env) user(name string) string {
-	return fmt.Sprintf("@%s%d:%s", name, seq.Add(1), serverName)
+	e.t.Helper()
+	id := fmt.Sprintf("@%s%d:%s", name, seq.Add(1), serverName)
+	if err := e.store.CreateUser(e.ctx, sqlstore.User{UserID: id, CreatedTS: 1}, nil); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.store.UpsertDevice(e.ctx, sqlstore.Device{UserID: id, DeviceID: "DEV", CreatedTS: 1}); err != nil {
+		e.t.Fatal(err)
+	}
+	return id
 }
 
 // room creates a public room of creator joined by the others.
