@@ -22,6 +22,19 @@ func (sp syncPush) UnreadCounts(ctx context.Context, userID string, roomIDs []st
 	if err != nil {
 		return nil, err
 	}
+	return toSyncCounts(counts), nil
+}
+
+// UnreadCountsInRange converts push's counts of a range to sync's.
+func (sp syncPush) UnreadCountsInRange(ctx context.Context, userID string, roomIDs []string, from, to int64) (map[string]syncapi.RoomCounts, error) {
+	counts, err := sp.p.UnreadCountsInRange(ctx, userID, roomIDs, from, to)
+	if err != nil {
+		return nil, err
+	}
+	return toSyncCounts(counts), nil
+}
+
+func toSyncCounts(counts map[string]push.RoomCounts) map[string]syncapi.RoomCounts {
 	out := make(map[string]syncapi.RoomCounts, len(counts))
 	for room, c := range counts {
 		rc := syncapi.RoomCounts{
@@ -36,7 +49,7 @@ func (sp syncPush) UnreadCounts(ctx context.Context, userID string, roomIDs []st
 		}
 		out[room] = rc
 	}
-	return out, nil
+	return out
 }
 
 // runPushDelivery delivers notifications to push gateways until ctx ends;

@@ -307,3 +307,40 @@ func TestSyncFilters(t *testing.T) {
 		t.Errorf("malformed filter: %d %s", r.Status, r.Raw)
 	}
 }
+
+// TestSyncUnreadCountsAlongALongPollChain: counts carried from one
+// incremental sync to the next stay exact through new messages, mentions,
+// receipts and the user's own messages.
+func TestSyncUnreadCountsAlongALongPollChain(t *testing.T) {
+	srv := apptest.Start(t)
+	alice := register(t, srv, "alice", "alice-password")
+	bob := register(t, srv, "bob", "bob-password")
+	room := createRoom(t, srv, alice, map[string]any{"preset": "public_chat"})
+	joinRoom(t, srv, bob, room)
+	since := syncOnce(t, srv, bob, url.Values{}).Body["next_batch"].(string)
+	counts := func(step string, wantN, wantH float64) {
+		t.Helper()
+		r := syncOnce(t, srv, bob, url.Values{"since": {since}, "timeout": {"2000"}})
+		since = r.Body["next_batch"].(string)
+		jr := roomSection(r, "join", room)
+		un, _ := jr["unread_notifications"].(map[string]any)
+		if un["notification_count"] != wantN || un["highlight_count"] != wantH {
+			t.Fatalf("%s: unread %v, want %v/%v (%s)", step, un, wantN, wantH, r.Raw)
+		}
+	}
+	sendText(t, srv, alice, room, "one")
+	sendText(t, srv, alice, room, "two")
+	counts("two messages", 2, 0)
+	sendEvent(t, srv, alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "bob?", "m.mentions": map[string]any{"user_ids": []string{bob.ID}}})
+	counts("a mention", 3, 1)
+	last := sendText(t, srv, alice, room, "three")
+	counts("another message", 4, 1)
+	if r := call(t, "POST", rurl(srv, room, "/receipt/m.read/"+url.PathEscape(last)), bob.Token, "{}"); r.Status != 200 {
+		t.Fatalf("receipt: %s", r.Raw)
+	}
+	counts("after the receipt", 0, 0)
+	sendText(t, srv, alice, room, "four")
+	counts("a message after the receipt", 1, 0)
+	sendText(t, srv, bob, room, "bob answers")
+	counts("bob's own message reads the room", 0, 0)
+}

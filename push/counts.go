@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"strconv"
 
 	"github.com/tidwall/gjson"
@@ -38,6 +39,13 @@ type RoomCounts struct {
 // is unread. One query, whatever the number of rooms. Spec: receipts.md and
 // push.md ("Receiving notifications", "Marking notifications as read").
 func (s *Service) UnreadCounts(ctx context.Context, userID string, roomIDs []string) (map[string]RoomCounts, error) {
+	return s.UnreadCountsInRange(ctx, userID, roomIDs, 0, math.MaxInt64)
+}
+
+// UnreadCountsInRange counts only the notifications of events with stream
+// positions in (from, to]. When none of the user's read marks moved since
+// from, adding them to the counts at from gives the counts at to.
+func (s *Service) UnreadCountsInRange(ctx context.Context, userID string, roomIDs []string, from, to int64) (map[string]RoomCounts, error) {
 	out := make(map[string]RoomCounts, len(roomIDs))
 	distinct := make([]string, 0, len(roomIDs))
 	for _, r := range roomIDs {
@@ -49,7 +57,7 @@ func (s *Service) UnreadCounts(ctx context.Context, userID string, roomIDs []str
 	if len(distinct) == 0 {
 		return out, nil
 	}
-	rows, err := s.store.UnreadNotifications(ctx, userID, distinct)
+	rows, err := s.store.UnreadNotificationsInRange(ctx, userID, distinct, from, to)
 	if err != nil {
 		return nil, err
 	}

@@ -105,6 +105,12 @@ type SyncRoom struct {
 	State         []ClientEvent
 	StrippedState []StrippedEvent
 	Summary       *RoomSummary
+	// EveryEventSeen is set when the timeline query saw every event of the
+	// room in the range (not limited, no timeline filter), and
+	// ViewerSentEvent when one of them came from the viewer: together they
+	// tell sync whether read marks may have moved with the events.
+	EveryEventSeen  bool
+	ViewerSentEvent bool
 }
 
 // strippedTypes are the state shown to invitees and knockers.
@@ -330,6 +336,11 @@ func (r *Roomserver) syncTimelineRoom(ctx context.Context, rd *reader, req SyncR
 	sr.Limited = len(rows) > limit
 	if sr.Limited {
 		rows = rows[:limit]
+	}
+	f := req.TimelineFilter
+	sr.EveryEventSeen = !sr.Limited && f.Types == nil && f.NotTypes == nil && f.Senders == nil && f.NotSenders == nil && f.ContainsURL == nil
+	for _, row := range rows {
+		sr.ViewerSentEvent = sr.ViewerSentEvent || row.Sender == req.Viewer.UserID
 	}
 	// Oldest first, visible, not from ignored users.
 	var kept []sqlstore.Event

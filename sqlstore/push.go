@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"math"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -255,7 +256,8 @@ CROSS JOIN LATERAL (
     FROM push_events e
     LEFT JOIN push_exceptions x ON x.user_id = $1 AND x.room_id = e.room_id AND x.stream_pos = e.stream_pos
     LEFT JOIN threads t ON t.room_id = e.room_id AND t.thread_id = e.thread_id
-    WHERE e.room_id = f.room_id AND e.stream_pos > f.pos AND e.stream_pos > COALESCE(t.pos, 0) AND ` + notifiesSQL + `
+    WHERE e.room_id = f.room_id AND e.stream_pos > f.pos AND e.stream_pos > COALESCE(t.pos, 0)
+      AND e.stream_pos > $3 AND e.stream_pos <= $4 AND ` + notifiesSQL + `
     GROUP BY e.thread_id
 ) c`
 
@@ -271,7 +273,14 @@ type ThreadCount struct {
 // roomIDs (distinct) they are joined to, per room and thread; threads
 // without any are absent.
 func (q *Queries) UnreadNotifications(ctx context.Context, userID string, roomIDs []string) ([]ThreadCount, error) {
-	rows, err := q.q.Query(ctx, unreadCountsSQL, userID, roomIDs)
+	return q.UnreadNotificationsInRange(ctx, userID, roomIDs, 0, math.MaxInt64)
+}
+
+// UnreadNotificationsInRange is UnreadNotifications restricted to the
+// events with stream positions in (from, to]: what a sync adds to the
+// counts it reported at from, when no read mark moved since.
+func (q *Queries) UnreadNotificationsInRange(ctx context.Context, userID string, roomIDs []string, from, to int64) ([]ThreadCount, error) {
+	rows, err := q.q.Query(ctx, unreadCountsSQL, userID, roomIDs, from, to)
 	if err != nil {
 		return nil, err
 	}

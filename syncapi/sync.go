@@ -62,6 +62,8 @@ type RoomCounts struct {
 // Push is the push-rule component, as sync reads it.
 type Push interface {
 	UnreadCounts(ctx context.Context, userID string, roomIDs []string) (map[string]RoomCounts, error)
+	// UnreadCountsInRange counts only the events in (from, to].
+	UnreadCountsInRange(ctx context.Context, userID string, roomIDs []string, from, to int64) (map[string]RoomCounts, error)
 	// RulesContent is the user's m.push_rules account data content.
 	RulesContent(ctx context.Context, userID string) (json.RawMessage, error)
 }
@@ -91,12 +93,14 @@ type Syncer struct {
 	Deps
 	now     func() time.Time
 	ignored *lru.Cache[string, ignoredList]
+	counts  *lru.Cache[string, cachedCounts] // user|room → counts at a position
 }
 
 // New returns the sync component.
 func New(d Deps) *Syncer {
 	ignored, _ := lru.New[string, ignoredList](ignoredCacheSize)
-	return &Syncer{Deps: d, now: time.Now, ignored: ignored}
+	counts, _ := lru.New[string, cachedCounts](countsCacheSize)
+	return &Syncer{Deps: d, now: time.Now, ignored: ignored, counts: counts}
 }
 
 // Token is a sync token: "s<stream>_<typing>".
@@ -238,10 +242,12 @@ func (s *Syncer) compute(ctx context.Context, req Request, since streams.Positio
 	if err != nil {
 		return nil, err
 	}
+	deltaOK := map[string]bool{}
 	for _, r := range rooms {
 		switch r.Membership {
 		case "join":
 			resp.Rooms.Join[r.RoomID] = s.joinedRoom(r, f)
+			deltaOK[r.RoomID] = r.EveryEventSeen && !r.ViewerSentEvent
 		case "invite":
 			resp.Rooms.Invite[r.RoomID] = &InvitedRoom{InviteState: strippedList{Events: r.StrippedState}}
 		case "knock":
@@ -268,10 +274,10 @@ func (s *Syncer) compute(ctx context.Context, req Request, since streams.Positio
 			countRooms = append(countRooms, r)
 		}
 	}
-	if err := s.addCounts(ctx, req, resp, countRooms); err != nil {
+	if err := s.addCounts(ctx, req, resp, countRooms, since.Stream, upto.Stream, incremental, deltaOK); err != nil {
 		return nil, err
 	}
-	if err := s.addE2EE(ctx, req, resp, since, upto); err != nil {
+	if err := s.addE2EE(ctx, req, resp, joinedAll, since, upto, changed); err != nil {
 		return nil, err
 	}
 	if !initial && !req.FullState {
@@ -412,15 +418,51 @@ func (s *Syncer) addEphemeral(ctx context.Context, req Request, f Filter, resp *
 	return nil
 }
 
-func (s *Syncer) addCounts(ctx context.Context, req Request, resp *Response, joined []string) error {
-	if s.Push == nil || len(joined) == 0 {
+// addCounts adds the unread counts of rooms. A long-poll chain is cheap:
+// when the counts at since are cached and none of the user's read marks can
+// have moved (no receipt, no push-rule or ignore-list change, no membership
+// change, no event of the user's own in the room), only the events of the
+// range are counted and added.
+func (s *Syncer) addCounts(ctx context.Context, req Request, resp *Response, rooms []string, since, upto int64, incremental bool, deltaOK map[string]bool) error {
+	if s.Push == nil || len(rooms) == 0 {
 		return nil
 	}
-	counts, err := s.Push.UnreadCounts(ctx, req.UserID, joined)
-	if err != nil {
-		return err
+	marksStill := incremental &&
+		!s.Hub.ChangedSince(streams.KindReceipt, req.UserID, since) &&
+		!s.Hub.ChangedSince(streams.KindAccountData, req.UserID, since) &&
+		!s.Hub.ChangedSince(streams.KindEvent, req.UserID, since)
+	var full, delta []string
+	base := map[string]RoomCounts{}
+	for _, room := range rooms {
+		c, ok := s.counts.Get(req.UserID + "|" + room)
+		if marksStill && ok && c.at == since && deltaOK[room] && !s.Hub.ChangedSince(streams.KindReceipt, room, since) {
+			base[room] = c.counts
+			delta = append(delta, room)
+		} else {
+			full = append(full, room)
+		}
 	}
-	for roomID, c := range counts {
+	result := map[string]RoomCounts{}
+	if len(full) > 0 {
+		counts, err := s.Push.UnreadCounts(ctx, req.UserID, full)
+		if err != nil {
+			return err
+		}
+		for r, c := range counts {
+			result[r] = c
+		}
+	}
+	if len(delta) > 0 {
+		added, err := s.Push.UnreadCountsInRange(ctx, req.UserID, delta, since, upto)
+		if err != nil {
+			return err
+		}
+		for _, r := range delta {
+			result[r] = base[r].plus(added[r])
+		}
+	}
+	for roomID, c := range result {
+		s.counts.Add(req.UserID+"|"+roomID, cachedCounts{at: upto, counts: c})
 		jr := resp.joinedRoom(roomID)
 		jr.countsChanged = true
 		// Spec: with unread_thread_notifications, unread_notifications
@@ -437,16 +479,54 @@ func (s *Syncer) addCounts(ctx context.Context, req Request, resp *Response, joi
 	return nil
 }
 
-func (s *Syncer) addE2EE(ctx context.Context, req Request, resp *Response, since, upto streams.Position) error {
+type cachedCounts struct {
+	at     int64
+	counts RoomCounts
+}
+
+// plus adds the counts of more events.
+func (c RoomCounts) plus(d RoomCounts) RoomCounts {
+	out := RoomCounts{Counts: c.Counts.plus(d.Counts), Main: c.Main.plus(d.Main)}
+	if len(c.Threads)+len(d.Threads) > 0 {
+		out.Threads = map[string]Counts{}
+		for t, v := range c.Threads {
+			out.Threads[t] = v
+		}
+		for t, v := range d.Threads {
+			out.Threads[t] = out.Threads[t].plus(v)
+		}
+	}
+	return out
+}
+
+func (c Counts) plus(d Counts) Counts {
+	return Counts{Notifications: c.Notifications + d.Notifications, Highlights: c.Highlights + d.Highlights}
+}
+
+// addE2EE adds to-device messages, device-list changes and one-time key
+// counts. To-device messages are read only if the Hub saw some for the user;
+// device lists only if a device list changed for the user or in one of its
+// rooms, or a room event (a membership) happened there or to the user.
+func (s *Syncer) addE2EE(ctx context.Context, req Request, resp *Response, joined []string, since, upto streams.Position,
+	changed func(streams.Kind, string) bool) error {
 	if s.E2EE == nil {
 		return nil
 	}
-	msgs, err := s.E2EE.ToDeviceSince(ctx, req.UserID, req.DeviceID, since.Stream, upto.Stream)
-	if err != nil {
-		return err
+	if changed(streams.KindToDevice, req.UserID) {
+		msgs, err := s.E2EE.ToDeviceSince(ctx, req.UserID, req.DeviceID, since.Stream, upto.Stream)
+		if err != nil {
+			return err
+		}
+		resp.ToDevice.Events = append(resp.ToDevice.Events, msgs...)
 	}
-	resp.ToDevice.Events = append(resp.ToDevice.Events, msgs...)
-	if since.Stream > 0 {
+	listsMoved := changed(streams.KindDeviceList, req.UserID) || changed(streams.KindEvent, req.UserID)
+	for _, r := range joined {
+		if listsMoved {
+			break
+		}
+		listsMoved = changed(streams.KindDeviceList, r) || changed(streams.KindEvent, r)
+	}
+	if since.Stream > 0 && listsMoved {
 		changed, left, err := s.E2EE.DeviceListsSince(ctx, req.UserID, since.Stream, upto.Stream)
 		if err != nil {
 			return err
@@ -486,8 +566,11 @@ func eventSender(ev json.RawMessage) string {
 	return e.Sender
 }
 
-// ignoredCacheSize bounds the cache of ignored-user lists.
-const ignoredCacheSize = 10_000
+// Cache sizes: ignored-user lists per user, unread counts per user and room.
+const (
+	ignoredCacheSize = 10_000
+	countsCacheSize  = 200_000
+)
 
 // ignoredUsers is the user's m.ignored_user_list, cached until the Hub says
 // the user's account data changed.
