@@ -25,6 +25,7 @@ import (
 	"chappe/allowlist"
 	"chappe/clientapi"
 	"chappe/config"
+	"chappe/e2ee"
 	"chappe/ephemeral"
 	"chappe/federation"
 	"chappe/media"
@@ -56,8 +57,11 @@ type Server struct {
 	// Per-user and ephemeral data around /sync.
 	AccountData *accountdata.Service
 	Ephemeral   *ephemeral.Service // typing, receipts, presence
-	UserDir     *userdir.Directory
-	TURN        *voip.TURN
+	// E2EE relays device keys, one-time keys, cross-signing, to-device
+	// messages and key backups.
+	E2EE    *e2ee.Service
+	UserDir *userdir.Directory
+	TURN    *voip.TURN
 
 	// Allowlist is the federation gate and the signed list in force.
 	Allowlist *allowlist.Service
@@ -195,9 +199,11 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 	}
 	s.Hub = streams.NewHub(last)
 	s.Push = push.New(push.Config{ServerName: cfg.ServerName}, db.Store, s.Hub)
-	s.Rooms = roomserver.New(roomserver.Config{ServerName: cfg.ServerName, DefaultVersion: cfg.Rooms.DefaultVersion}, db.Store, key, s.Accounts, s.Hub, s.Push)
+	s.Rooms = roomserver.New(roomserver.Config{ServerName: cfg.ServerName, DefaultVersion: cfg.Rooms.DefaultVersion,
+		EncryptPrivateByDefault: cfg.Rooms.EncryptPrivateByDefault, RefusePlaintextInEncrypted: cfg.Rooms.RefusePlaintextInEncrypted}, db.Store, key, s.Accounts, s.Hub, s.Push)
 	s.newUserData()
-	s.Sync = syncapi.New(syncapi.Deps{Store: db.Store, Hub: s.Hub, Rooms: s.Rooms, AccountData: s.AccountData, Ephemeral: s.Ephemeral, Push: syncPush{s.Push}})
+	s.E2EE = e2ee.New(e2ee.Config{ServerName: cfg.ServerName}, db.Store, s.Hub)
+	s.Sync = syncapi.New(syncapi.Deps{Store: db.Store, Hub: s.Hub, Rooms: s.Rooms, AccountData: s.AccountData, Ephemeral: s.Ephemeral, Push: syncPush{s.Push}, E2EE: s.E2EE})
 	if s.Media, err = NewMedia(cfg, db.Store); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -241,7 +247,7 @@ func (s *Server) router() http.Handler {
 		LoginBurst:       cfg.RateLimit.LoginBurst,
 	}, clientapi.Deps{Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Sync: s.Sync, Allowlist: s.Allowlist,
 		AccountData: s.AccountData, Receipts: s.Ephemeral.Receipts, Typing: s.Ephemeral.Typing, Presence: s.Ephemeral.Presence,
-		UserDirectory: s.UserDir, TURN: s.TURN, Push: s.Push})
+		UserDirectory: s.UserDir, TURN: s.TURN, Push: s.Push, E2EE: s.E2EE})
 	api.Routes(r)
 	r.Method(http.MethodGet, "/_matrix/key/v2/server", federation.NewKeyServer(cfg.ServerName, s.Key, cfg.SigningKey.Validity.D()))
 	return r

@@ -47,6 +47,9 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	if logout {
+		a.devicesDeleted(r, sess.UserID)
+	}
 	_ = a.accounts.FinishUIA(ctx, done.SessionID)
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }
@@ -75,6 +78,7 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	a.devicesDeleted(r, sess.UserID)
 	_ = a.accounts.FinishUIA(ctx, done.SessionID)
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"id_server_unbind_result": "no-support"})
 }
@@ -175,6 +179,7 @@ func (a *API) deleteDevicesAfterUIA(w http.ResponseWriter, r *http.Request, ids 
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	a.devicesDeleted(r, sess.UserID)
 	_ = a.accounts.FinishUIA(r.Context(), done.SessionID)
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }

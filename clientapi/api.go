@@ -80,6 +80,8 @@ type Deps struct {
 	TURN          TURN
 	// Push rules, notifications and pushers (push.go).
 	Push Push
+	// End-to-end encryption relay: keys, to-device, key backup (e2ee.go).
+	E2EE E2EE
 }
 
 // API holds the client API's dependencies.
@@ -102,6 +104,7 @@ type API struct {
 	userDir     UserDirectory
 	turn        TURN
 	push        Push
+	e2ee        E2EE
 }
 
 // New builds the client API.
@@ -110,6 +113,7 @@ func New(cfg Config, deps Deps) *API {
 	a.accountData, a.receipts, a.typing = deps.AccountData, deps.Receipts, deps.Typing
 	a.presence, a.userDir, a.turn = deps.Presence, deps.UserDirectory, deps.TURN
 	a.push = deps.Push
+	a.e2ee = deps.E2EE
 	if cfg.RateLimitEnabled {
 		a.general = ratelimit.New(cfg.RatePerSecond, cfg.RateBurst, 0)
 		a.login = ratelimit.New(cfg.LoginPerSecond, cfg.LoginBurst, 0)
@@ -172,6 +176,7 @@ func (a *API) Routes(r chi.Router) {
 		a.userDataRoutes(r)
 		a.pushRoutes(r)
 		a.syncRoutes(r)
+		a.e2eeRoutes(r)
 		a.mediaRoutes(r)
 		r.Get("/_chappe/admin/v1/allowlist", a.adminAllowlist)
 	})

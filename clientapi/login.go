@@ -95,6 +95,7 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	a.devicesDeleted(r, session(r).UserID)
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
@@ -104,6 +105,7 @@ func (a *API) logoutAll(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	a.devicesDeleted(r, session(r).UserID)
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }
 

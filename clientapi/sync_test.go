@@ -344,3 +344,21 @@ func TestSyncUnreadCountsAlongALongPollChain(t *testing.T) {
 	sendText(t, srv, bob, room, "bob answers")
 	counts("bob's own message reads the room", 0, 0)
 }
+
+// TestSyncTokenBeyondTheStream: positions abandoned before a restart can
+// leave a client with a token beyond the stored stream; it still syncs, and
+// later events reach it.
+func TestSyncTokenBeyondTheStream(t *testing.T) {
+	srv := apptest.Start(t)
+	alice := register(t, srv, "alice", "alice-password")
+	room := createRoom(t, srv, alice, map[string]any{"preset": "public_chat"})
+	r := call(t, "GET", srv.URL+c+"/sync?since=s999999_0&timeout=0", alice.Token, "")
+	if r.Status != 200 {
+		t.Fatalf("a token beyond the stream: %d %s", r.Status, r.Raw)
+	}
+	sendText(t, srv, alice, room, "after")
+	r = syncOnce(t, srv, alice, url.Values{"since": {r.Body["next_batch"].(string)}, "timeout": {"2000"}})
+	if got := timelineBodies(roomSection(r, "join", room)); len(got) != 1 || got[0] != "after" {
+		t.Fatalf("events after the clamped token: %v", got)
+	}
+}

@@ -106,6 +106,13 @@ type RateLimit struct {
 type Rooms struct {
 	// DefaultVersion is the room version of rooms created without one.
 	DefaultVersion string `yaml:"default_version"`
+	// EncryptPrivateByDefault gives new private rooms (private_chat and
+	// trusted_private_chat presets, direct chats) an m.room.encryption state
+	// event (m.megolm.v1.aes-sha2).
+	EncryptPrivateByDefault bool `yaml:"encrypt_private_by_default"`
+	// RefusePlaintextInEncrypted refuses plaintext m.room.message events in
+	// rooms with m.room.encryption (400 M_BAD_JSON).
+	RefusePlaintextInEncrypted bool `yaml:"refuse_plaintext_in_encrypted"`
 }
 
 // SigningKey is the server's ed25519 federation signing key.
@@ -258,7 +265,7 @@ func Defaults() Config {
 			LoginBurst:     10,
 		},
 		SigningKey: SigningKey{Validity: Duration(7 * 24 * time.Hour)},
-		Rooms:      Rooms{DefaultVersion: "10"},
+		Rooms:      Rooms{DefaultVersion: "10", EncryptPrivateByDefault: true},
 		Allowlist: Allowlist{
 			Mode:            AllowlistEnforce,
 			TrustedKeys:     []string{},

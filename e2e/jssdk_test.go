@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"chappe/app/apptest"
+	"chappe/config"
 )
 
 // jssdkDir is the Node package with the matrix-js-sdk test (see its
@@ -31,7 +32,9 @@ const jssdkDir = "jssdk"
 func TestJSSDKSync(t *testing.T) {
 	node := lookTool(t, "node")
 	ensureNodeModules(t)
-	srv := apptest.Start(t)
+	// This scenario runs matrix-js-sdk without its crypto, so its rooms must
+	// not be encrypted by default (the crypto scenario covers encryption).
+	srv := apptest.Start(t, func(c *config.Config) { c.Rooms.EncryptPrivateByDefault = false })
 
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()

@@ -54,6 +54,7 @@ const (
 	NotYetUploaded        Code = "M_NOT_YET_UPLOADED"
 	CannotOverwriteMedia  Code = "M_CANNOT_OVERWRITE_MEDIA"
 	BadAlias              Code = "M_BAD_ALIAS"
+	InvalidSignature      Code = "M_INVALID_SIGNATURE"
 )
 
 // statusByCode is the one table from Matrix error code to HTTP status.
@@ -94,6 +95,7 @@ var statusByCode = map[Code]int{
 	NotYetUploaded:        http.StatusGatewayTimeout,
 	CannotOverwriteMedia:  http.StatusConflict,
 	BadAlias:              http.StatusBadRequest,
+	InvalidSignature:      http.StatusBadRequest,
 }
 
 // Status returns the HTTP status for code, 500 if the code is not in the table.

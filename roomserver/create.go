@@ -233,6 +233,11 @@ func (r *Roomserver) creationEvents(ctx context.Context, creator, version, prese
 		state("m.room.history_visibility", empty, content(map[string]string{"history_visibility": "shared"})),
 		state("m.room.guest_access", empty, content(map[string]string{"guest_access": guest})),
 	)
+	// Encrypted by default (rooms.encrypt_private_by_default), unless
+	// initial_state sets its own m.room.encryption.
+	if r.cfg.EncryptPrivateByDefault && (preset == PresetPrivate || preset == PresetTrustedPrivate || req.IsDirect) && !setsEncryption(req.InitialState) {
+		out = append(out, state("m.room.encryption", empty, content(map[string]string{"algorithm": "m.megolm.v1.aes-sha2"})))
+	}
 	// 6. initial_state, in order.
 	for _, s := range req.InitialState {
 		out = append(out, state(s.Type, s.StateKey, s.Content))
@@ -255,6 +260,16 @@ func (r *Roomserver) creationEvents(ctx context.Context, creator, version, prese
 		out = append(out, state("m.room.member", u, r.memberContent(ctx, u, "invite", "", req.IsDirect)))
 	}
 	return out
+}
+
+// setsEncryption tells whether initial_state holds the room's m.room.encryption.
+func setsEncryption(initial []StateEventInput) bool {
+	for _, s := range initial {
+		if s.Type == "m.room.encryption" && s.StateKey == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // defaultPowerLevels is the power_levels content of a new room, with the

@@ -28,6 +28,13 @@ import (
 type Config struct {
 	ServerName     string
 	DefaultVersion string // room version used when createRoom names none
+	// EncryptPrivateByDefault gives rooms created with the private_chat or
+	// trusted_private_chat preset, or as direct chats, an m.room.encryption
+	// state event (megolm) unless initial_state sets another.
+	EncryptPrivateByDefault bool
+	// RefusePlaintextInEncrypted refuses m.room.message events in rooms with
+	// m.room.encryption state (400 M_BAD_JSON).
+	RefusePlaintextInEncrypted bool
 }
 
 // Profiles gives the display name and avatar of local users for their

@@ -55,6 +55,11 @@ func (r *Roomserver) Send(ctx context.Context, req SendRequest) (string, error) 
 		if err != nil {
 			return err
 		}
+		if r.cfg.RefusePlaintextInEncrypted && req.Type == "m.room.message" && req.StateKey == nil {
+			if _, encrypted := w.state.state[stateKey{"m.room.encryption", ""}]; encrypted {
+				return mxerr.New(mxerr.BadJSON, "This room is encrypted: send m.room.encrypted events, not plaintext m.room.message")
+			}
+		}
 		if req.Type == "m.room.canonical_alias" && req.StateKey != nil && *req.StateKey == "" {
 			if err := r.checkCanonicalAlias(ctx, q.Queries, req.RoomID, req.Content); err != nil {
 				return err

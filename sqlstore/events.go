@@ -353,7 +353,10 @@ const selectMaxStreamSQL = `SELECT GREATEST(
     (SELECT COALESCE(max(stream_pos), 0) FROM events),
     (SELECT COALESCE(max(stream_pos), 0) FROM account_data),
     (SELECT COALESCE(max(stream_pos), 0) FROM receipts),
-    (SELECT COALESCE(max(stream_pos), 0) FROM presence)
+    (SELECT COALESCE(max(stream_pos), 0) FROM presence),
+    (SELECT COALESCE(max(stream_pos), 0) FROM e2ee_device_list_changes),
+    (SELECT COALESCE(max(stream_pos), 0) FROM e2ee_to_device),
+    (SELECT COALESCE(max(stream_pos), 0) FROM e2ee_to_device_acked)
 )`
 
 // MaxStreamPosition is where the stream resumes after a restart.

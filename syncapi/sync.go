@@ -147,7 +147,11 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 		}
 		cur := s.Hub.Current()
 		if p.Stream > cur.Stream {
-			return nil, mxerr.New(mxerr.InvalidParam, "The since token %q is from the future", req.Since)
+			// A token beyond the stream: positions taken and abandoned (a
+			// rolled-back write stores nothing) before a restart, which
+			// resumes after the highest stored position. Nothing exists
+			// beyond it, so reading on from the current position loses nothing.
+			p.Stream = cur.Stream
 		}
 		if p.Typing > cur.Typing {
 			// The typing counter lives in memory and restarted with the
@@ -155,6 +159,13 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 			p.Typing = 0
 		}
 		since = &p
+	}
+	if since != nil && s.E2EE != nil {
+		// The since token acknowledges the to-device messages up to it, even
+		// if this sync ends up returning nothing: they are deleted now.
+		if _, err := s.E2EE.ToDeviceSince(ctx, req.UserID, req.DeviceID, since.Stream, since.Stream); err != nil {
+			return nil, err
+		}
 	}
 	if s.Ephemeral != nil {
 		// Spec: set_presence defaults to "online" when omitted.
@@ -191,8 +202,16 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 	for {
 		upto := sub.Wait(waitCtx, from)
 		if !upto.After(from) {
-			// Timed out (or the client went away) with nothing new.
-			return emptyResponse(from), nil
+			// Timed out (or the client went away) with nothing new. The
+			// one-time key counts are in every response: clients take a
+			// missing count for 0 and upload keys.
+			resp := emptyResponse(from)
+			if ctx.Err() == nil {
+				if err := s.addKeyCounts(ctx, req, resp); err != nil {
+					return nil, err
+				}
+			}
+			return resp, nil
 		}
 		resp, err := s.compute(ctx, req, *since, false, upto)
 		if err != nil {
@@ -504,21 +523,21 @@ func (c Counts) plus(d Counts) Counts {
 }
 
 // addE2EE adds to-device messages, device-list changes and one-time key
-// counts. To-device messages are read only if the Hub saw some for the user;
-// device lists only if a device list changed for the user or in one of its
-// rooms, or a room event (a membership) happened there or to the user.
+// counts. Device lists are read only if a device list changed for the user
+// or in one of its rooms, or a room event (a membership) happened there or
+// to the user. ToDeviceSince is always called, since the sync also
+// acknowledges earlier messages; it asks the Hub itself (KindToDevice) and
+// skips its queries when there is nothing to read or delete.
 func (s *Syncer) addE2EE(ctx context.Context, req Request, resp *Response, joined []string, since, upto streams.Position,
 	changed func(streams.Kind, string) bool) error {
 	if s.E2EE == nil {
 		return nil
 	}
-	if changed(streams.KindToDevice, req.UserID) {
-		msgs, err := s.E2EE.ToDeviceSince(ctx, req.UserID, req.DeviceID, since.Stream, upto.Stream)
-		if err != nil {
-			return err
-		}
-		resp.ToDevice.Events = append(resp.ToDevice.Events, msgs...)
+	msgs, err := s.E2EE.ToDeviceSince(ctx, req.UserID, req.DeviceID, since.Stream, upto.Stream)
+	if err != nil {
+		return err
 	}
+	resp.ToDevice.Events = append(resp.ToDevice.Events, msgs...)
 	listsMoved := changed(streams.KindDeviceList, req.UserID) || changed(streams.KindEvent, req.UserID)
 	for _, r := range joined {
 		if listsMoved {
@@ -532,6 +551,14 @@ func (s *Syncer) addE2EE(ctx context.Context, req Request, resp *Response, joine
 			return err
 		}
 		resp.DeviceLists.Changed, resp.DeviceLists.Left = changed, left
+	}
+	return s.addKeyCounts(ctx, req, resp)
+}
+
+// addKeyCounts adds the device's one-time key counts and unused fallback key types.
+func (s *Syncer) addKeyCounts(ctx context.Context, req Request, resp *Response) error {
+	if s.E2EE == nil {
+		return nil
 	}
 	counts, fallback, err := s.E2EE.OneTimeKeyCounts(ctx, req.UserID, req.DeviceID)
 	if err != nil {

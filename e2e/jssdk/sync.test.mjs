@@ -62,7 +62,10 @@ const WATCHDOG_MS = Number(process.env.JSSDK_WATCHDOG ?? 180000);
     sdkGlobalLogger.methodFactory = (method, level, name) => {
         if (!VERBOSE && !["warn", "error"].includes(method)) return () => {};
         const log = original(method, level, name);
-        return (...args) => log("    [sdk]", ...args);
+        // loglevel calls the method on the logger: keep its `this`.
+        return function (...args) {
+            return log.call(this, "    [sdk]", ...args);
+        };
     };
     sdkGlobalLogger.rebuild();
 }
