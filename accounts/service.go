@@ -9,6 +9,7 @@ import (
 	"errors"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,7 @@ type Service struct {
 	// overlapped one is not cached, so a revoked token never re-enters the
 	// cache from a read that started before the revocation.
 	revocations atomic.Int64
+	sessionsMu  sync.Mutex // orders "check revocations, then add" against "count, then purge"
 }
 
 // cachedSession is a token lookup kept in memory for at most
@@ -115,8 +117,12 @@ func (s *Service) Authenticate(ctx context.Context, accessToken, clientIP string
 		row.LastSeenTS = &ts
 		cached = false
 	}
-	if !cached && s.revocations.Load() == gen {
-		s.sessions.Add(key, cachedSession{row: row, cachedAt: now})
+	if !cached {
+		s.sessionsMu.Lock()
+		if s.revocations.Load() == gen {
+			s.sessions.Add(key, cachedSession{row: row, cachedAt: now})
+		}
+		s.sessionsMu.Unlock()
 	}
 	return Session{UserID: row.UserID, DeviceID: row.DeviceID, IsAdmin: row.IsAdmin, tokenID: row.ID}, nil
 }
@@ -133,6 +139,8 @@ func (s *Service) lookupSession(ctx context.Context, key string, now time.Time) 
 // forgetSessions drops the user's cached sessions; every path that revokes
 // a token, deletes a device or deactivates an account calls it.
 func (s *Service) forgetSessions(userID string) {
+	s.sessionsMu.Lock()
+	defer s.sessionsMu.Unlock()
 	s.revocations.Add(1)
 	for _, k := range s.sessions.Keys() {
 		if c, ok := s.sessions.Peek(k); ok && c.row.UserID == userID {

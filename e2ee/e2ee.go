@@ -30,8 +30,10 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/matrix-org/gomatrixserverlib"
 
 	"chappe/mxerr"
@@ -68,6 +70,36 @@ type Service struct {
 	// with messages in flight; gone on acknowledgement.
 	mu      sync.Mutex
 	unacked map[string]int64
+
+	// keyCounts caches OneTimeKeyCounts per device; every upload, claim and
+	// device deletion in this process drops the device's entry, and a read
+	// that overlapped any of them is not cached (keyCountsGen).
+	keyCounts    *lru.Cache[string, cachedKeyCounts]
+	keyCountsGen atomic.Int64
+	keyCountsMu  sync.Mutex // orders "check the generation, then add" against "bump, then drop"
+}
+
+type cachedKeyCounts struct {
+	counts   map[string]int
+	fallback []string
+}
+
+const keyCountsCacheSize = 50_000
+
+// forgetKeyCounts drops a device's cached counts ("" drops the user's).
+func (s *Service) forgetKeyCounts(userID, deviceID string) {
+	s.keyCountsMu.Lock()
+	defer s.keyCountsMu.Unlock()
+	s.keyCountsGen.Add(1)
+	if deviceID != "" {
+		s.keyCounts.Remove(userID + "\x00" + deviceID)
+		return
+	}
+	for _, k := range s.keyCounts.Keys() {
+		if strings.HasPrefix(k, userID+"\x00") {
+			s.keyCounts.Remove(k)
+		}
+	}
 }
 
 // New builds the relay on the store and the Hub.
@@ -75,7 +107,8 @@ func New(cfg Config, store *sqlstore.Store, hub *streams.Hub) *Service {
 	if cfg.MaxPendingToDevice <= 0 {
 		cfg.MaxPendingToDevice = DefaultMaxPendingToDevice
 	}
-	return &Service{cfg: cfg, store: store, hub: hub, now: time.Now, unacked: map[string]int64{}}
+	keyCounts, _ := lru.New[string, cachedKeyCounts](keyCountsCacheSize)
+	return &Service{cfg: cfg, store: store, hub: hub, now: time.Now, unacked: map[string]int64{}, keyCounts: keyCounts}
 }
 
 // ErrAuthRequired is returned by UploadCrossSigningKeys when the upload
@@ -245,6 +278,7 @@ func markChanged(ctx context.Context, q *sqlstore.Queries, pos int64, users ...s
 // user sees them in device_lists.changed. Call it after every deletion of
 // devices.
 func (s *Service) DevicesDeleted(ctx context.Context, userID string) error {
+	defer s.forgetKeyCounts(userID, "")
 	// Their messages are gone: forget what awaited acknowledgement.
 	devices, err := s.store.ListDevices(ctx, userID)
 	if err != nil {

@@ -99,6 +99,7 @@ func checkOneTimeKeys(what string, keys map[string]json.RawMessage, userID, devi
 // one-time key under an ID already stored is refused (M_INVALID_PARAM).
 // New or changed device keys are a device-list change.
 func (s *Service) UploadKeys(ctx context.Context, userID, deviceID string, req UploadRequest) (map[string]int, error) {
+	defer s.forgetKeyCounts(userID, deviceID)
 	var newDevice []byte
 	var ed string
 	hasDeviceKeys := len(req.DeviceKeys) > 0 && string(req.DeviceKeys) != "null"
@@ -349,6 +350,7 @@ func (s *Service) ClaimKeys(ctx context.Context, req ClaimRequest) (*ClaimRespon
 		}
 		for deviceID, alg := range devices {
 			k, err := s.store.ClaimOneTimeKey(ctx, userID, deviceID, alg)
+			s.forgetKeyCounts(userID, deviceID)
 			if errors.Is(err, sqlstore.ErrNotFound) {
 				k, err = s.store.ClaimFallbackKey(ctx, userID, deviceID, alg)
 			}
@@ -372,6 +374,31 @@ func (s *Service) ClaimKeys(ctx context.Context, req ClaimRequest) (*ClaimRespon
 // count for "unknown") and the algorithms of its unused fallback keys: the
 // /sync fields device_one_time_keys_count and device_unused_fallback_key_types.
 func (s *Service) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
+	key := userID + "\x00" + deviceID
+	if c, ok := s.keyCounts.Get(key); ok {
+		return copyCounts(c.counts), append([]string{}, c.fallback...), nil
+	}
+	gen := s.keyCountsGen.Load()
+	counts, fallback, err := s.readKeyCounts(ctx, userID, deviceID)
+	if err == nil {
+		s.keyCountsMu.Lock()
+		if s.keyCountsGen.Load() == gen {
+			s.keyCounts.Add(key, cachedKeyCounts{counts: copyCounts(counts), fallback: append([]string{}, fallback...)})
+		}
+		s.keyCountsMu.Unlock()
+	}
+	return counts, fallback, err
+}
+
+func copyCounts(m map[string]int) map[string]int {
+	out := make(map[string]int, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func (s *Service) readKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
 	counts, err := s.store.OneTimeKeyCounts(ctx, userID, deviceID)
 	if err != nil {
 		return nil, nil, err

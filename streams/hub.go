@@ -38,6 +38,10 @@ const (
 	KindPresence         // presence of the Users
 	KindToDevice         // to-device messages for the Users
 	KindDeviceList       // device-list changes that concern the Users
+	// KindMembership is never given to Commit: it is recorded for the rooms
+	// of a KindEvent change that names Users (membership events), so readers
+	// can ask whether a room's membership changed.
+	KindMembership
 	kindCount
 )
 
@@ -113,6 +117,11 @@ const Anywhere = ""
 // record notes that change became visible at pos.
 func (h *Hub) record(pos int64, ch Change) {
 	h.last[ch.Kind][Anywhere] = pos
+	if ch.Kind == KindEvent && len(ch.Users) > 0 {
+		for _, r := range ch.Rooms {
+			h.last[KindMembership][r] = pos
+		}
+	}
 	for _, keys := range [][]string{ch.Rooms, ch.Users} {
 		for _, k := range keys {
 			if h.last[ch.Kind][k] < pos {

@@ -153,3 +153,16 @@ func TestChangedSince(t *testing.T) {
 		t.Fatal("a change of unknown kind must count for every kind")
 	}
 }
+
+// TestMembershipKind: a room event naming users marks the room's membership.
+func TestMembershipKind(t *testing.T) {
+	h := NewHub(0)
+	h.Commit(h.Alloc(), Change{Rooms: []string{"!r:x"}, Kind: KindEvent})
+	if h.ChangedSince(KindMembership, "!r:x", 0) {
+		t.Fatal("a message marked the membership as changed")
+	}
+	h.Commit(h.Alloc(), Change{Rooms: []string{"!r:x"}, Users: []string{"@u:x"}, Kind: KindEvent})
+	if !h.ChangedSince(KindMembership, "!r:x", 1) {
+		t.Fatal("a membership event did not mark the room")
+	}
+}

@@ -538,12 +538,14 @@ func (s *Syncer) addE2EE(ctx context.Context, req Request, resp *Response, joine
 		return err
 	}
 	resp.ToDevice.Events = append(resp.ToDevice.Events, msgs...)
+	// Device lists move with key changes and with memberships (users who
+	// start or stop sharing a room), not with ordinary messages.
 	listsMoved := changed(streams.KindDeviceList, req.UserID) || changed(streams.KindEvent, req.UserID)
 	for _, r := range joined {
 		if listsMoved {
 			break
 		}
-		listsMoved = changed(streams.KindDeviceList, r) || changed(streams.KindEvent, r)
+		listsMoved = changed(streams.KindDeviceList, r) || changed(streams.KindMembership, r)
 	}
 	if since.Stream > 0 && listsMoved {
 		changed, left, err := s.E2EE.DeviceListsSince(ctx, req.UserID, since.Stream, upto.Stream)
