@@ -34,6 +34,15 @@ func (sp syncPush) UnreadCountsInRange(ctx context.Context, userID string, roomI
 	return toSyncCounts(counts), nil
 }
 
+// CountsOfEvents converts push's in-memory counts to sync's.
+func (sp syncPush) CountsOfEvents(userID string, positions []int64, ignored map[string]bool) (syncapi.RoomCounts, bool) {
+	c, ok := sp.p.CountsOfEvents(userID, positions, ignored)
+	if !ok {
+		return syncapi.RoomCounts{}, false
+	}
+	return toSyncCounts(map[string]push.RoomCounts{"": c})[""], true
+}
+
 func toSyncCounts(counts map[string]push.RoomCounts) map[string]syncapi.RoomCounts {
 	out := make(map[string]syncapi.RoomCounts, len(counts))
 	for room, c := range counts {

@@ -30,6 +30,8 @@ type Service struct {
 
 	// delivery is what the gateway delivery loop (see Run) has to do.
 	delivery delivery
+	// recent keeps the results of recently stored events (see recent.go).
+	recent *lru.Cache[int64, recentEvent]
 }
 
 // Cache sizes: every local member of the busiest rooms, and the rooms
@@ -50,6 +52,7 @@ func New(cfg Config, store *sqlstore.Store, hub *streams.Hub) *Service {
 		rules:    rulesLRU{lru: users},
 		rooms:    rooms,
 		delivery: delivery{kick: make(chan struct{}, 1), users: map[string]struct{}{}, owners: map[string]struct{}{}},
+		recent:   newRecent(),
 	}
 }
 
@@ -202,6 +205,7 @@ func (s *Service) EventStored(ctx context.Context, q *sqlstore.Queries, ev sqlst
 	if err := q.RecordPush(ctx, rec); err != nil {
 		return err
 	}
+	s.remember(ev, rec)
 	if rec.Event != nil {
 		var notified []string
 		if rec.Event.Notify {

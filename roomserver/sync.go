@@ -111,6 +111,9 @@ type SyncRoom struct {
 	// tell sync whether read marks may have moved with the events.
 	EveryEventSeen  bool
 	ViewerSentEvent bool
+	// Positions are the stream positions of the events of the range that
+	// the timeline query saw (all of them when EveryEventSeen).
+	Positions []int64
 }
 
 // strippedTypes are the state shown to invitees and knockers.
@@ -341,6 +344,7 @@ func (r *Roomserver) syncTimelineRoom(ctx context.Context, rd *reader, req SyncR
 	sr.EveryEventSeen = !sr.Limited && f.Types == nil && f.NotTypes == nil && f.Senders == nil && f.NotSenders == nil && f.ContainsURL == nil
 	for _, row := range rows {
 		sr.ViewerSentEvent = sr.ViewerSentEvent || row.Sender == req.Viewer.UserID
+		sr.Positions = append(sr.Positions, row.StreamPos)
 	}
 	// Oldest first, visible, not from ignored users.
 	var kept []sqlstore.Event

@@ -62,6 +62,9 @@ type RoomCounts struct {
 // Push is the push-rule component, as sync reads it.
 type Push interface {
 	UnreadCounts(ctx context.Context, userID string, roomIDs []string) (map[string]RoomCounts, error)
+	// CountsOfEvents adds up, from memory, the notifications of the events
+	// at these positions; false when they are not all in memory.
+	CountsOfEvents(userID string, positions []int64, ignored map[string]bool) (RoomCounts, bool)
 	// UnreadCountsInRange counts only the events in (from, to].
 	UnreadCountsInRange(ctx context.Context, userID string, roomIDs []string, from, to int64) (map[string]RoomCounts, error)
 	// RulesContent is the user's m.push_rules account data content.
@@ -262,11 +265,13 @@ func (s *Syncer) compute(ctx context.Context, req Request, since streams.Positio
 		return nil, err
 	}
 	deltaOK := map[string]bool{}
+	positions := map[string][]int64{}
 	for _, r := range rooms {
 		switch r.Membership {
 		case "join":
 			resp.Rooms.Join[r.RoomID] = s.joinedRoom(r, f)
 			deltaOK[r.RoomID] = r.EveryEventSeen && !r.ViewerSentEvent
+			positions[r.RoomID] = r.Positions
 		case "invite":
 			resp.Rooms.Invite[r.RoomID] = &InvitedRoom{InviteState: strippedList{Events: r.StrippedState}}
 		case "knock":
@@ -293,7 +298,7 @@ func (s *Syncer) compute(ctx context.Context, req Request, since streams.Positio
 			countRooms = append(countRooms, r)
 		}
 	}
-	if err := s.addCounts(ctx, req, resp, countRooms, since.Stream, upto.Stream, incremental, deltaOK); err != nil {
+	if err := s.addCounts(ctx, req, resp, countRooms, since.Stream, upto.Stream, incremental, deltaOK, positions, ignored); err != nil {
 		return nil, err
 	}
 	if err := s.addE2EE(ctx, req, resp, joinedAll, since, upto, changed); err != nil {
@@ -442,7 +447,8 @@ func (s *Syncer) addEphemeral(ctx context.Context, req Request, f Filter, resp *
 // have moved (no receipt, no push-rule or ignore-list change, no membership
 // change, no event of the user's own in the room), only the events of the
 // range are counted and added.
-func (s *Syncer) addCounts(ctx context.Context, req Request, resp *Response, rooms []string, since, upto int64, incremental bool, deltaOK map[string]bool) error {
+func (s *Syncer) addCounts(ctx context.Context, req Request, resp *Response, rooms []string, since, upto int64, incremental bool,
+	deltaOK map[string]bool, positions map[string][]int64, ignored map[string]bool) error {
 	if s.Push == nil || len(rooms) == 0 {
 		return nil
 	}
@@ -452,16 +458,20 @@ func (s *Syncer) addCounts(ctx context.Context, req Request, resp *Response, roo
 		!s.Hub.ChangedSince(streams.KindEvent, req.UserID, since)
 	var full, delta []string
 	base := map[string]RoomCounts{}
+	result := map[string]RoomCounts{}
 	for _, room := range rooms {
 		c, ok := s.counts.Get(req.UserID + "|" + room)
 		if marksStill && ok && c.at == since && deltaOK[room] && !s.Hub.ChangedSince(streams.KindReceipt, room, since) {
 			base[room] = c.counts
+			if added, inMemory := s.Push.CountsOfEvents(req.UserID, positions[room], ignored); inMemory {
+				result[room] = c.counts.plus(added)
+				continue
+			}
 			delta = append(delta, room)
 		} else {
 			full = append(full, room)
 		}
 	}
-	result := map[string]RoomCounts{}
 	if len(full) > 0 {
 		counts, err := s.Push.UnreadCounts(ctx, req.UserID, full)
 		if err != nil {
