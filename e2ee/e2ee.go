@@ -80,6 +80,7 @@ type Service struct {
 }
 
 type cachedKeyCounts struct {
+	at       int64 // stream position when read: a later device-list change of the user invalidates it
 	counts   map[string]int
 	fallback []string
 }

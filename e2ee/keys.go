@@ -375,15 +375,19 @@ func (s *Service) ClaimKeys(ctx context.Context, req ClaimRequest) (*ClaimRespon
 // /sync fields device_one_time_keys_count and device_unused_fallback_key_types.
 func (s *Service) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
 	key := userID + "\x00" + deviceID
-	if c, ok := s.keyCounts.Get(key); ok {
+	// An upload with device keys wakes the device's syncs through the Hub
+	// before it returns: its device-list change invalidates the entry, so a
+	// woken sync never reads counts from before the upload.
+	if c, ok := s.keyCounts.Get(key); ok && !s.hub.ChangedSince(streams.KindDeviceList, userID, c.at) {
 		return copyCounts(c.counts), append([]string{}, c.fallback...), nil
 	}
 	gen := s.keyCountsGen.Load()
+	at := s.hub.Current().Stream
 	counts, fallback, err := s.readKeyCounts(ctx, userID, deviceID)
 	if err == nil {
 		s.keyCountsMu.Lock()
 		if s.keyCountsGen.Load() == gen {
-			s.keyCounts.Add(key, cachedKeyCounts{counts: copyCounts(counts), fallback: append([]string{}, fallback...)})
+			s.keyCounts.Add(key, cachedKeyCounts{at: at, counts: copyCounts(counts), fallback: append([]string{}, fallback...)})
 		}
 		s.keyCountsMu.Unlock()
 	}
