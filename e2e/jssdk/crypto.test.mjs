@@ -47,6 +47,7 @@ if (typeof Promise.withResolvers !== "function") {
 
 const sdk = await import("matrix-js-sdk");
 const { logger: sdkGlobalLogger } = await import("matrix-js-sdk/lib/logger.js");
+const { StepFailure, fail, sleep, safeJSON, short, quietSdkLogs, waitUntilWithin } = await import("./harness.mjs");
 const { ClientEvent, RoomEvent, MatrixEventEvent, SyncState, KnownMembership } = sdk;
 
 const baseUrl = (process.env.CHAPPE_BASE_URL ?? "").replace(/\/+$/, "");
@@ -55,88 +56,19 @@ if (!baseUrl) {
     process.exit(2);
 }
 const STEP_TIMEOUT = Number(process.env.JSSDK_STEP_TIMEOUT ?? 20000);
+const waitUntil = waitUntilWithin(STEP_TIMEOUT);
 const VERBOSE = process.env.JSSDK_VERBOSE === "1";
 const WATCHDOG_MS = Number(process.env.JSSDK_WATCHDOG ?? 180000);
 
 // Keep the SDK's loggers (the Rust crypto's included) to warnings and errors
 // unless JSSDK_VERBOSE=1.
-{
-    const original = sdkGlobalLogger.methodFactory;
-    sdkGlobalLogger.methodFactory = (method, level, name) => {
-        if (!VERBOSE && !["warn", "error"].includes(method)) return () => {};
-        const log = original(method, level, name);
-        // loglevel calls the method on the logger: keep its `this`.
-        return function (...args) {
-            return log.call(this, "    [sdk]", ...args);
-        };
-    };
-    sdkGlobalLogger.rebuild();
-}
+quietSdkLogs(sdkGlobalLogger, VERBOSE);
 
 // --- helpers ----------------------------------------------------------------
 
-class StepFailure extends Error {}
 
-function fail(msg) {
-    throw new StepFailure(msg);
-}
 
-function safeJSON(v) {
-    try {
-        return JSON.stringify(v);
-    } catch {
-        return String(v);
-    }
-}
 
-function short(v, n = 300) {
-    if (v === undefined) return "undefined";
-    const s = typeof v === "string" ? v : safeJSON(v);
-    return s.length > n ? s.slice(0, n) + "…" : s;
-}
-
-// waitUntil resolves with check()'s first truthy value, checking every 50 ms
-// and on each given emitter event; after ms it fails with describe().
-async function waitUntil(what, check, { emitters = [], ms = STEP_TIMEOUT, describe } = {}) {
-    const first = await check();
-    if (first) return first;
-    return new Promise((resolve, reject) => {
-        let done = false;
-        const listeners = [];
-        const finish = (fn, v) => {
-            if (done) return;
-            done = true;
-            clearInterval(poll);
-            clearTimeout(timer);
-            for (const [em, ev, l] of listeners) em.off(ev, l);
-            fn(v);
-        };
-        const recheck = async () => {
-            if (done) return;
-            try {
-                const v = await check();
-                if (v) finish(resolve, v);
-            } catch (e) {
-                finish(reject, e);
-            }
-        };
-        for (const [em, ev] of emitters) {
-            const l = () => void recheck();
-            em.on(ev, l);
-            listeners.push([em, ev, l]);
-        }
-        const poll = setInterval(recheck, 50);
-        const timer = setTimeout(() => {
-            let detail = "";
-            try {
-                detail = describe ? `; ${describe()}` : "";
-            } catch (e) {
-                detail = `; (describing the state failed: ${e})`;
-            }
-            finish(reject, new StepFailure(`timed out after ${ms} ms waiting for ${what}${detail}`));
-        }, ms);
-    });
-}
 
 // deviceLogger is the SDK's logger for one device: warnings and errors (each
 // distinct one once), and debug and info with JSSDK_VERBOSE=1.
