@@ -231,7 +231,7 @@ func (s *Server) router() http.Handler {
 	for _, p := range cfg.ClientAPI.TrustedProxies {
 		proxies = append(proxies, netip.MustParsePrefix(p)) // checked by config.Verify
 	}
-	r.Use(mxhttp.RealClientAddr(proxies), mxhttp.WithRequestLog(s.Log), mxhttp.Recover, mxhttp.CORS)
+	r.Use(mxhttp.RealClientAddr(proxies), mxhttp.WithRequestLog(s.Log), mxhttp.Recover, mxhttp.CORS, mxhttp.RefuseUnstorableText)
 
 	api := clientapi.New(clientapi.Config{
 		ServerName:       cfg.ServerName,

@@ -103,6 +103,10 @@ func UnmarshalObject(data []byte, allowEmpty bool, dst any) error {
 	if !json.Valid(trimmed) {
 		return mxerr.New(mxerr.NotJSON, "The request body is not valid JSON")
 	}
+	if bytes.Contains(trimmed, []byte(`\u0000`)) {
+		// PostgreSQL cannot store NUL characters in text or JSON.
+		return mxerr.New(mxerr.BadJSON, "NUL characters (\\u0000) are not allowed in the request body")
+	}
 	if trimmed[0] != '{' {
 		return mxerr.New(mxerr.BadJSON, "The request body must be a JSON object")
 	}

@@ -36,6 +36,7 @@ func TestDecodeJSON(t *testing.T) {
 		{"wrong type", `{"count":"two"}`, false, mxerr.BadJSON},
 		{"wrong nested type", `{"inner":{"flag":"yes"}}`, false, mxerr.BadJSON},
 		{"too large", `{"name":"` + strings.Repeat("a", 200) + `"}`, false, mxerr.TooLarge},
+		{"NUL character", `{"name":"a\u0000b"}`, false, mxerr.BadJSON},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,6 +109,19 @@ func TestRealClientAddr(t *testing.T) {
 		h.ServeHTTP(httptest.NewRecorder(), r)
 		if got != tc.want {
 			t.Errorf("%s: client %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestRefuseUnstorableText(t *testing.T) {
+	h := RefuseUnstorableText(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	for path, want := range map[string]int{
+		"/ok/%40alice%3Ax": 204, "/nul/%00": 400, "/bad/%FF%FE": 400, "/q?x=%00": 400, "/q?x=%C3%A9": 204,
+	} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		if w.Code != want {
+			t.Errorf("%s: %d, want %d", path, w.Code, want)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 
@@ -185,3 +186,24 @@ func (s *statusRecorder) Flush() {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// RefuseUnstorableText refuses requests whose path or query holds a NUL
+// character or invalid UTF-8: no Matrix identifier contains them, and
+// PostgreSQL cannot store them, so they get 400 M_INVALID_PARAM up front.
+func RefuseUnstorableText(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bad := !storable(r.URL.Path)
+		for _, values := range r.URL.Query() {
+			for _, v := range values {
+				bad = bad || !storable(v)
+			}
+		}
+		if bad {
+			WriteError(w, r, mxerr.New(mxerr.InvalidParam, "The request path or query contains a NUL character or invalid UTF-8"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func storable(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
