@@ -412,6 +412,11 @@ func TestDiscoveryAndCapabilities(t *testing.T) {
 	if mustJSON(caps["m.change_password"]) != `{"enabled":true}` || mustJSON(caps["m.3pid_changes"]) != `{"enabled":false}` {
 		t.Errorf("capabilities: %s", r.Raw)
 	}
+	rv, _ := caps["m.room_versions"].(map[string]any)
+	avail, _ := rv["available"].(map[string]any)
+	if rv["default"] != "10" || avail["10"] != "stable" || avail["1"] != "stable" || avail["12"] != "stable" {
+		t.Errorf("m.room_versions: %s", mustJSON(rv))
+	}
 	if r := call(t, "GET", srv.URL+c+"/capabilities", "", ""); r.Status != 401 {
 		t.Errorf("capabilities need a token: %d", r.Status)
 	}

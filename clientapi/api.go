@@ -61,6 +61,8 @@ type Config struct {
 	RateBurst        int
 	LoginPerSecond   float64
 	LoginBurst       int
+	// DefaultRoomVersion is announced in the m.room_versions capability.
+	DefaultRoomVersion string
 }
 
 // Deps are the components the client API translates requests for.

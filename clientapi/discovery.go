@@ -5,6 +5,7 @@ import (
 
 	"chappe/mxerr"
 	"chappe/mxhttp"
+	"chappe/roomserver"
 )
 
 // supportedVersions are the spec versions advertised by /versions. Each one
@@ -57,6 +58,18 @@ func (a *API) capabilities(w http.ResponseWriter, r *http.Request) {
 			"m.profile_fields":  enabled,
 			"m.3pid_changes":    map[string]bool{"enabled": false},
 			"m.get_login_token": map[string]bool{"enabled": false},
+			"m.room_versions":   a.roomVersions(),
 		},
 	})
+}
+
+// roomVersions is the m.room_versions capability: the default version and
+// every version rooms can be created in, all stable.
+// Spec: "m.room_versions capability".
+func (a *API) roomVersions() map[string]any {
+	available := map[string]string{}
+	for _, v := range roomserver.SupportedVersions() {
+		available[v] = "stable"
+	}
+	return map[string]any{"default": a.cfg.DefaultRoomVersion, "available": available}
 }
