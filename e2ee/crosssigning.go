@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 
@@ -47,7 +48,7 @@ func checkCrossSigningKey(raw json.RawMessage, keyType, userID string) (*parsedK
 	if k.UserID != userID {
 		return nil, mxerr.New(mxerr.InvalidParam, "%s.user_id must be %s", field, userID)
 	}
-	if !contains(k.Usage, keyType) {
+	if !slices.Contains(k.Usage, keyType) {
 		return nil, mxerr.New(mxerr.InvalidParam, "%s.usage must contain %q", field, keyType)
 	}
 	if len(k.Keys) != 1 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 
@@ -266,7 +267,7 @@ func (s *Service) QueryKeys(ctx context.Context, viewer string, req QueryRequest
 		byKey[k] = append(byKey[k], sg)
 	}
 	for _, d := range devices {
-		if want := req.DeviceKeys[d.UserID]; len(want) > 0 && !contains(want, d.DeviceID) {
+		if want := req.DeviceKeys[d.UserID]; len(want) > 0 && !slices.Contains(want, d.DeviceID) {
 			continue
 		}
 		obj := mergeSignatures([]byte(d.KeyJSON), byKey[[2]string{d.UserID, d.DeviceID}])
@@ -299,15 +300,6 @@ func withUnsigned(obj []byte, unsigned map[string]any) []byte {
 	m["unsigned"], _ = json.Marshal(unsigned)
 	out, _ := json.Marshal(m)
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // ClaimRequest is the body of POST /keys/claim.

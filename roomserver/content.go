@@ -3,6 +3,7 @@ package roomserver
 import (
 	"encoding/json"
 	"math"
+	"slices"
 
 	"chappe/mxerr"
 )
@@ -31,7 +32,7 @@ func validateStateContent(evType string, raw json.RawMessage) error {
 		if err := json.Unmarshal(v, &s); err != nil {
 			return bad("%s must be a string", key)
 		}
-		if len(allowed) > 0 && !contains(allowed, s) {
+		if len(allowed) > 0 && !slices.Contains(allowed, s) {
 			return bad("%s must be one of %v, not %q", key, allowed, s)
 		}
 		return nil

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -153,7 +154,7 @@ func (r *Roomserver) createContent(creator, version, preset string, req CreateRo
 			}
 		}
 		for _, u := range req.Invite {
-			if !contains(extra, u) && u != creator {
+			if !slices.Contains(extra, u) && u != creator {
 				extra = append(extra, u)
 			}
 		}
@@ -390,13 +391,4 @@ func randomID(n int) string {
 	_, _ = rand.Read(b)
 	s := base64.RawURLEncoding.EncodeToString(b)
 	return strings.NewReplacer("-", "a", "_", "b").Replace(s)[:n]
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -110,7 +111,7 @@ func (r *Roomserver) restrictedJoinAuthoriser(ctx context.Context, w *writer, us
 		if err != nil {
 			return "", err
 		}
-		if contains(rooms, a.Get("room_id").String()) {
+		if slices.Contains(rooms, a.Get("room_id").String()) {
 			allowed = true
 			break
 		}

@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sort"
 
 	"github.com/tidwall/gjson"
@@ -18,20 +19,21 @@ type StateFilter struct {
 }
 
 func (f StateFilter) keeps(k stateKey, sender string) bool {
-	if f.Types != nil && !matchesAny(k.Type, f.Types) {
+	if f.Types != nil && !TypeMatches(k.Type, f.Types) {
 		return false
 	}
-	if matchesAny(k.Type, f.NotTypes) {
+	if TypeMatches(k.Type, f.NotTypes) {
 		return false
 	}
-	if f.Senders != nil && !contains(f.Senders, sender) {
+	if f.Senders != nil && !slices.Contains(f.Senders, sender) {
 		return false
 	}
-	return !contains(f.NotSenders, sender)
+	return !slices.Contains(f.NotSenders, sender)
 }
 
-// matchesAny matches an event type against filter patterns ('*' is a wildcard).
-func matchesAny(t string, patterns []string) bool {
+// TypeMatches matches an event type against filter patterns, '*' being a
+// wildcard for any run of characters (spec: the types of filters).
+func TypeMatches(t string, patterns []string) bool {
 	for _, p := range patterns {
 		if globMatch(p, t) {
 			return true

@@ -1,6 +1,7 @@
 package roomserver
 
 import (
+	"slices"
 	"sort"
 	"sync"
 
@@ -87,16 +88,16 @@ func (r *Roomserver) tailRange(roomID string, from, to int64, limit int, f sqlst
 
 // keepsEvent is the SQL event filter (eventFilterSQL) applied in memory.
 func keepsEvent(f sqlstore.EventFilter, ev sqlstore.Event) bool {
-	if f.Types != nil && !matchesAny(ev.Type, f.Types) {
+	if f.Types != nil && !TypeMatches(ev.Type, f.Types) {
 		return false
 	}
-	if matchesAny(ev.Type, f.NotTypes) {
+	if TypeMatches(ev.Type, f.NotTypes) {
 		return false
 	}
-	if f.Senders != nil && !contains(f.Senders, ev.Sender) {
+	if f.Senders != nil && !slices.Contains(f.Senders, ev.Sender) {
 		return false
 	}
-	if contains(f.NotSenders, ev.Sender) {
+	if slices.Contains(f.NotSenders, ev.Sender) {
 		return false
 	}
 	if f.ContainsURL != nil && gjson.Get(ev.JSON, "content.url").Exists() != *f.ContainsURL {

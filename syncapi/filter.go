@@ -7,6 +7,7 @@ package syncapi
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 
 	"chappe/mxerr"
@@ -104,32 +105,32 @@ func ptrList(p *[]string) []string {
 
 // keepsRoom applies rooms / not_rooms.
 func (f RoomFilter) keepsRoom(roomID string) bool {
-	if f.Rooms != nil && !contains(*f.Rooms, roomID) {
+	if f.Rooms != nil && !slices.Contains(*f.Rooms, roomID) {
 		return false
 	}
-	return !contains(f.NotRooms, roomID)
+	return !slices.Contains(f.NotRooms, roomID)
 }
 
 // keepsRoom applies a RoomEventFilter's rooms / not_rooms.
 func (f RoomEventFilter) keepsRoom(roomID string) bool {
-	if f.Rooms != nil && !contains(*f.Rooms, roomID) {
+	if f.Rooms != nil && !slices.Contains(*f.Rooms, roomID) {
 		return false
 	}
-	return !contains(f.NotRooms, roomID)
+	return !slices.Contains(f.NotRooms, roomID)
 }
 
 // keeps applies an EventFilter to an event's type and sender.
 func (f EventFilter) keeps(evType, sender string) bool {
-	if f.Types != nil && !matchesAny(evType, *f.Types) {
+	if f.Types != nil && !roomserver.TypeMatches(evType, *f.Types) {
 		return false
 	}
-	if matchesAny(evType, f.NotTypes) {
+	if roomserver.TypeMatches(evType, f.NotTypes) {
 		return false
 	}
-	if f.Senders != nil && sender != "" && !contains(*f.Senders, sender) {
+	if f.Senders != nil && sender != "" && !slices.Contains(*f.Senders, sender) {
 		return false
 	}
-	return sender == "" || !contains(f.NotSenders, sender)
+	return sender == "" || !slices.Contains(f.NotSenders, sender)
 }
 
 func (f EventFilter) limit(def int) int {
@@ -149,42 +150,6 @@ func (f RoomEventFilter) eventFilter() roomserver.EventFilter {
 		out.Senders = append([]string{}, *f.Senders...)
 	}
 	return out
-}
-
-func matchesAny(t string, patterns []string) bool {
-	for _, p := range patterns {
-		if glob(p, t) {
-			return true
-		}
-	}
-	return false
-}
-
-// glob matches with '*' as the only wildcard (spec: filter types).
-func glob(pattern, s string) bool {
-	star := strings.IndexByte(pattern, '*')
-	if star < 0 {
-		return pattern == s
-	}
-	if !strings.HasPrefix(s, pattern[:star]) {
-		return false
-	}
-	rest := pattern[star+1:]
-	for i := star; i <= len(s); i++ {
-		if glob(rest, s[i:]) {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // project keeps only the listed fields of an event (spec: event_fields;

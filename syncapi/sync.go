@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -369,7 +370,7 @@ func (s *Syncer) addAccountData(ctx context.Context, req Request, f Filter, resp
 		}
 	}
 	for roomID, evs := range rooms {
-		if !f.Room.AccountData.keepsRoom(roomID) || !contains(joined, roomID) {
+		if !f.Room.AccountData.keepsRoom(roomID) || !slices.Contains(joined, roomID) {
 			continue
 		}
 		jr := resp.joinedRoom(roomID)

@@ -26,35 +26,14 @@
 // step failed or could not run. No mocks: the fetch given to the SDK is the
 // real one, wrapped only to record /sync bodies and error answers.
 
-// --- Node 20 polyfills ------------------------------------------------------
-// matrix-js-sdk declares node >= 22. What it uses that Node 20 lacks is
-// Promise.withResolvers (ES2024); this is the spec'd behaviour. The imports
-// below are dynamic so they run after this.
-if (typeof Promise.withResolvers !== "function") {
-    Object.defineProperty(Promise, "withResolvers", {
-        configurable: true,
-        writable: true,
-        value: function withResolvers() {
-            let resolve, reject;
-            const promise = new this((res, rej) => {
-                resolve = res;
-                reject = rej;
-            });
-            return { promise, resolve, reject };
-        },
-    });
-}
+// Importing the harness first installs the Node 20 polyfills the SDK needs.
+import { StepFailure, fail, sleep, safeJSON, short, quietSdkLogs, waitUntilWithin, baseUrlFromEnv } from "./harness.mjs";
 
 const sdk = await import("matrix-js-sdk");
 const { logger: sdkGlobalLogger } = await import("matrix-js-sdk/lib/logger.js");
-const { StepFailure, fail, sleep, safeJSON, short, quietSdkLogs, waitUntilWithin } = await import("./harness.mjs");
 const { ClientEvent, RoomEvent, MatrixEventEvent, SyncState, KnownMembership } = sdk;
 
-const baseUrl = (process.env.CHAPPE_BASE_URL ?? "").replace(/\/+$/, "");
-if (!baseUrl) {
-    console.error("CHAPPE_BASE_URL is not set: give the server's client API base URL, e.g. http://127.0.0.1:8008");
-    process.exit(2);
-}
+const baseUrl = baseUrlFromEnv();
 const STEP_TIMEOUT = Number(process.env.JSSDK_STEP_TIMEOUT ?? 20000);
 const waitUntil = waitUntilWithin(STEP_TIMEOUT);
 const VERBOSE = process.env.JSSDK_VERBOSE === "1";

@@ -1,5 +1,37 @@
-// Shared by the matrix-js-sdk end-to-end tests: step failures, waiting for
-// a condition with a described timeout, and keeping the SDK's logs quiet.
+// Shared by the matrix-js-sdk end-to-end tests: the Node 20 polyfills, the
+// server's base URL, step failures, waiting for a condition with a described
+// timeout, and keeping the SDK's logs quiet. Import it before the SDK.
+
+// --- Node 20 polyfills ------------------------------------------------------
+// matrix-js-sdk declares node >= 22. What it uses that Node 20 lacks is
+// Promise.withResolvers (ES2024); this is the spec'd behaviour. The tests import
+// the SDK dynamically, after this module has run.
+if (typeof Promise.withResolvers !== "function") {
+    Object.defineProperty(Promise, "withResolvers", {
+        configurable: true,
+        writable: true,
+        value: function withResolvers() {
+            let resolve, reject;
+            const promise = new this((res, rej) => {
+                resolve = res;
+                reject = rej;
+            });
+            return { promise, resolve, reject };
+        },
+    });
+}
+
+
+// baseUrlFromEnv is CHAPPE_BASE_URL without trailing slashes; the process
+// exits if it is not set.
+export function baseUrlFromEnv() {
+    const url = (process.env.CHAPPE_BASE_URL ?? "").replace(/\/+$/, "");
+    if (!url) {
+        console.error("CHAPPE_BASE_URL is not set: give the server's client API base URL, e.g. http://127.0.0.1:8008");
+        process.exit(2);
+    }
+    return url;
+}
 
 export class StepFailure extends Error {}
 

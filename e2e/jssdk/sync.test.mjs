@@ -21,35 +21,14 @@
 // the real one, wrapped only to record the /sync bodies and error answers so
 // steps can check the wire as well as the SDK's view of it.
 
-// --- Node 20 polyfills ------------------------------------------------------
-// matrix-js-sdk declares node >= 22. The only thing it uses that Node 20
-// lacks is Promise.withResolvers (ES2024, V8 12.4 / Node 22); this is the
-// spec'd behaviour. The import below is dynamic so it runs after this.
-if (typeof Promise.withResolvers !== "function") {
-    Object.defineProperty(Promise, "withResolvers", {
-        configurable: true,
-        writable: true,
-        value: function withResolvers() {
-            let resolve, reject;
-            const promise = new this((res, rej) => {
-                resolve = res;
-                reject = rej;
-            });
-            return { promise, resolve, reject };
-        },
-    });
-}
+// Importing the harness first installs the Node 20 polyfills the SDK needs.
+import { StepFailure, fail, sleep, safeJSON, short, quietSdkLogs, waitUntilWithin, baseUrlFromEnv } from "./harness.mjs";
 
 const sdk = await import("matrix-js-sdk");
 const { logger: sdkGlobalLogger } = await import("matrix-js-sdk/lib/logger.js");
-const { StepFailure, fail, sleep, safeJSON, short, quietSdkLogs, waitUntilWithin } = await import("./harness.mjs");
 const { ClientEvent, RoomEvent, RoomMemberEvent, SyncState, NotificationCountType, KnownMembership } = sdk;
 
-const baseUrl = (process.env.CHAPPE_BASE_URL ?? "").replace(/\/+$/, "");
-if (!baseUrl) {
-    console.error("CHAPPE_BASE_URL is not set: give the server's client API base URL, e.g. http://127.0.0.1:8008");
-    process.exit(2);
-}
+const baseUrl = baseUrlFromEnv();
 const STEP_TIMEOUT = Number(process.env.JSSDK_STEP_TIMEOUT ?? 10000);
 const waitUntil = waitUntilWithin(STEP_TIMEOUT);
 const VERBOSE = process.env.JSSDK_VERBOSE === "1";
