@@ -118,7 +118,13 @@ type Error struct {
 	RetryAfterMs int64 `json:"retry_after_ms,omitempty"`
 	// SoftLogout is set on M_UNKNOWN_TOKEN when the session may be resumed.
 	SoftLogout bool `json:"soft_logout,omitempty"`
+	// RoomVersion is set on M_INCOMPATIBLE_ROOM_VERSION (make_join, invite).
+	RoomVersion string `json:"room_version,omitempty"`
 }
+
+// WithStatus overrides the table's HTTP status (e.g. 502 when another
+// server failed us).
+func (e *Error) WithStatus(status int) *Error { e.HTTPStatus = status; return e }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
 

@@ -353,13 +353,13 @@ func (r *Roomserver) checkUserID(u string) error {
 }
 
 // checkInvitee validates an invitee: a well-formed ID, an existing account
-// if local, and (until federation exists) a local user.
+// if local, a server of the federation if remote.
 func (r *Roomserver) checkInvitee(ctx context.Context, u string) error {
 	if err := r.checkUserID(u); err != nil {
 		return err
 	}
 	if !strings.HasSuffix(u, ":"+r.cfg.ServerName) {
-		return mxerr.New(mxerr.Forbidden, "Inviting %s needs federation with its server, which is not available yet", u)
+		return r.checkServerAllowed(serverOf(u))
 	}
 	if r.profiles == nil {
 		return nil

@@ -1,6 +1,8 @@
 package roomserver
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -171,3 +173,104 @@ func sortedVersions() []string {
 
 // specSender is a user ID as the library's sender ID type.
 func specSender(userID string) spec.SenderID { return spec.SenderID(userID) }
+
+// authTuplesOf lists the (type, state_key) pairs the auth rules look at for
+// a received event (spec: "Auth events selection").
+func authTuplesOf(ev gomatrixserverlib.PDU) []gomatrixserverlib.StateKeyTuple {
+	return gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev}).Tuples()
+}
+
+// membershipTemplate is the event template of make_join, make_leave and
+// make_knock: userID's membership event on top of prevEvents, with its
+// auth_events chosen from auth, and checked against the auth rules (a
+// refusal is M_FORBIDDEN). The template is unsigned: the user's server
+// fills in origin_server_ts, hashes and signatures.
+// Spec: server-server-api.md, GET /make_join/{roomId}/{userId}.
+func membershipTemplate(ver gomatrixserverlib.IRoomVersion, roomID, userID string, content []byte, prevEvents []string, depth int64,
+	auth *gomatrixserverlib.AuthEvents, origin string, key signingkey.Key, now time.Time) ([]byte, error) {
+	stateKey := userID
+	p := proto{Sender: userID, Type: "m.room.member", StateKey: &stateKey, Content: content}
+	// Built and signed by us only to run the auth rules, then dropped.
+	if _, err := buildEvent(ver, roomID, p, prevEvents, depth, auth, origin, key, now); err != nil {
+		return nil, err
+	}
+	b := ver.NewEventBuilderFromProtoEvent(&gomatrixserverlib.ProtoEvent{
+		SenderID: userID, RoomID: roomID, Type: "m.room.member", StateKey: &stateKey,
+		PrevEvents: prevEvents, Depth: depth, Content: content, Version: ver,
+	})
+	if err := b.AddAuthEvents(auth); err != nil {
+		return nil, err
+	}
+	return json.Marshal(b)
+}
+
+// buildFromTemplate builds and signs our user's membership event from a
+// resident server's template (make_join, make_leave, make_knock), with our
+// own content. The template's sender, state_key, type and room must be what
+// we asked for.
+func buildFromTemplate(ver gomatrixserverlib.IRoomVersion, template []byte, roomID, userID, membership string, content map[string]any,
+	origin string, key signingkey.Key, now time.Time) (gomatrixserverlib.PDU, error) {
+	var pe gomatrixserverlib.ProtoEvent
+	if err := json.Unmarshal(template, &pe); err != nil {
+		return nil, fmt.Errorf("the template is not an event: %w", err)
+	}
+	if pe.Type != "m.room.member" || pe.SenderID != userID || pe.StateKey == nil || *pe.StateKey != userID || pe.RoomID != roomID {
+		return nil, fmt.Errorf("the template is not a membership event of %s in %s", userID, roomID)
+	}
+	// Keep what the resident server set (join_authorised_via_users_server),
+	// then ours on top.
+	merged := map[string]any{}
+	_ = json.Unmarshal(pe.Content, &merged)
+	for k, v := range content {
+		merged[k] = v
+	}
+	merged["membership"] = membership
+	raw, err := json.Marshal(merged)
+	if err != nil {
+		return nil, err
+	}
+	pe.Content = raw
+	pe.Unsigned = nil
+	pe.Signature = nil
+	pe.Redacts = ""
+	pe.Version = ver
+	b := ver.NewEventBuilderFromProtoEvent(&pe)
+	return b.Build(now, spec.ServerName(origin), key.ID, key.Private)
+}
+
+// signEvent adds our server's signature to a remote event (invites we
+// accept, restricted joins we authorise).
+func signEvent(ev gomatrixserverlib.PDU, origin string, key signingkey.Key) gomatrixserverlib.PDU {
+	return ev.Sign(origin, key.ID, key.Private)
+}
+
+// joinResponseState is the state and auth chain of a send_join answer as
+// events. Parsing, the border and signatures are checked by the caller.
+type joinResponseState struct {
+	state, authChain gomatrixserverlib.EventJSONs
+}
+
+func (j joinResponseState) GetAuthEvents() gomatrixserverlib.EventJSONs  { return j.authChain }
+func (j joinResponseState) GetStateEvents() gomatrixserverlib.EventJSONs { return j.state }
+
+// checkJoinResponse checks a send_join answer: every state and auth chain
+// event correctly signed (through keys, which refuses unlisted servers) and
+// allowed by its auth events, and our join allowed by the returned state.
+// Events that fail are dropped from the answer. Spec: server-server-api.md,
+// "Joining Rooms" (the joining server must validate the response).
+func checkJoinResponse(ctx context.Context, version string, state, authChain []json.RawMessage, join gomatrixserverlib.PDU,
+	keys gomatrixserverlib.JSONVerifier, missing gomatrixserverlib.EventProvider) (stateEvs, authEvs []gomatrixserverlib.PDU, err error) {
+	resp := joinResponseState{}
+	for _, s := range state {
+		resp.state = append(resp.state, spec.RawJSON(s))
+	}
+	for _, a := range authChain {
+		resp.authChain = append(resp.authChain, spec.RawJSON(a))
+	}
+	checked, err := gomatrixserverlib.CheckSendJoinResponse(ctx, gomatrixserverlib.RoomVersion(version), resp, keys, join, missing, userIDForSender)
+	if err != nil {
+		return nil, nil, err
+	}
+	return checked.GetStateEvents().UntrustedEvents(gomatrixserverlib.RoomVersion(version)),
+		checked.GetAuthEvents().UntrustedEvents(gomatrixserverlib.RoomVersion(version)), nil
+}

@@ -21,6 +21,9 @@ type MembershipRequest struct {
 	Target   string // whose membership changes; the sender for join, leave and knock
 	Reason   string
 	IsDirect bool // invites only
+	// Via are servers that may help to join a room this server is not in
+	// (the client's server_name / via parameters).
+	Via []string
 }
 
 // ResolveRoom turns a room ID or a local alias into a room ID.
@@ -44,6 +47,26 @@ func (r *Roomserver) ResolveRoom(ctx context.Context, idOrAlias string) (string,
 // Join makes the sender join the room (by ID or alias). Joining a room one
 // is already joined to changes nothing. Spec: POST /join/{roomIdOrAlias}.
 func (r *Roomserver) Join(ctx context.Context, req MembershipRequest) (string, error) {
+	if !r.cfg.Federation.enabled() {
+		return r.joinLocal(ctx, req)
+	}
+	roomID, servers, err := r.resolveRoomAndServers(ctx, req.RoomID, req.Via)
+	if err != nil {
+		return "", err
+	}
+	// A room this server is not in (or no longer in) is joined through a
+	// resident server; otherwise the join is a local event.
+	if joined, err := r.serverJoined(ctx, r.db(), roomID, r.cfg.ServerName); err != nil {
+		return "", err
+	} else if !joined && slices.ContainsFunc(servers, func(s string) bool { return s != r.cfg.ServerName }) {
+		return roomID, r.joinRemote(ctx, req, roomID, servers)
+	}
+	req.RoomID = roomID
+	return r.joinLocal(ctx, req)
+}
+
+// joinLocal joins a room this server is in, with a local event.
+func (r *Roomserver) joinLocal(ctx context.Context, req MembershipRequest) (string, error) {
 	roomID, err := r.ResolveRoom(ctx, req.RoomID)
 	if err != nil {
 		return "", err
@@ -52,7 +75,7 @@ func (r *Roomserver) Join(ctx context.Context, req MembershipRequest) (string, e
 		w, err := r.openWriter(ctx, q, roomID)
 		if err != nil {
 			if e, ok := mxerr.As(err); ok && e.Code == mxerr.NotFound && !strings.HasSuffix(roomID, ":"+r.cfg.ServerName) {
-				return mxerr.New(mxerr.NotFound, "Room %s is not known here; joining rooms of other servers needs federation, not available yet", roomID)
+				return mxerr.New(mxerr.NotFound, "Room %s is not known here, and federation is switched off", roomID)
 			}
 			return err
 		}

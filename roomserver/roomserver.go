@@ -35,6 +35,9 @@ type Config struct {
 	// RefusePlaintextInEncrypted refuses m.room.message events in rooms with
 	// m.room.encryption state (400 M_BAD_JSON).
 	RefusePlaintextInEncrypted bool
+	// Federation shares rooms with other servers; the zero value keeps
+	// every room on this server.
+	Federation Federation
 }
 
 // Profiles gives the display name and avatar of local users for their

@@ -459,6 +459,18 @@ func (r *Roomserver) strippedRoom(ctx context.Context, q *sqlstore.Queries, req 
 	}
 	sr := SyncRoom{RoomID: roomID, Membership: kind, StrippedState: []StrippedEvent{}}
 	for _, ev := range evs {
+		// An invite from another server carries the state its server sent
+		// (see keepInvite): shown instead of ours, which is the invite alone.
+		if ev.Type() == "m.room.member" && kind == "invite" {
+			if sent := gjson.GetBytes(ev.Unsigned(), "invite_room_state"); sent.IsArray() {
+				for _, s := range sent.Array() {
+					var se StrippedEvent
+					if json.Unmarshal([]byte(s.Raw), &se) == nil && se.Type != "m.room.member" {
+						sr.StrippedState = append(sr.StrippedState, se)
+					}
+				}
+			}
+		}
 		if ev.Type() == "m.room.member" && req.Ignored[string(ev.SenderID())] {
 			return SyncRoom{}, false, nil
 		}

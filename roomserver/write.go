@@ -116,6 +116,11 @@ func (w *writer) appendWithTxn(ctx context.Context, p proto, txn *sqlstore.Clien
 	if len(ev.JSON()) > maxEventBytes {
 		return nil, mxerr.New(mxerr.TooLarge, "The event would be %d bytes; events are limited to %d", len(ev.JSON()), maxEventBytes)
 	}
+	if m, _ := ev.Membership(); ev.Type() == "m.room.member" && m == "invite" && serverOf(*ev.StateKey()) != w.r.cfg.ServerName {
+		if ev, err = w.countersignInvite(ctx, ev); err != nil {
+			return nil, err
+		}
+	}
 	return w.storeWithTxn(ctx, ev, txn)
 }
 

@@ -22,6 +22,11 @@ type Event struct {
 	RedactedBy     *string
 	RelatesTo      *string
 	RelType        *string
+	// Outlier: held without a place in the timeline (no stream position;
+	// StreamPos is 0). See migration 009.
+	Outlier bool
+	// Rejected is why the event was rejected; nil when it was accepted.
+	Rejected *string
 }
 
 const insertEventSQL = `
@@ -40,7 +45,7 @@ func (q *Queries) InsertEvent(ctx context.Context, e *Event) error {
 	return err
 }
 
-const eventColumns = `event_nid, event_id, room_id, type, state_key, sender, depth, origin_server_ts, stream_pos, state_before, json, redacted_by, relates_to, rel_type`
+const eventColumns = `event_nid, event_id, room_id, type, state_key, sender, depth, origin_server_ts, COALESCE(stream_pos, 0) AS stream_pos, state_before, json, redacted_by, relates_to, rel_type, stream_pos IS NULL AS outlier, rejected`
 
 func scanEvents(rows interface {
 	Next() bool
@@ -53,7 +58,7 @@ func scanEvents(rows interface {
 	for rows.Next() {
 		var e Event
 		if err := rows.Scan(&e.NID, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.Depth, &e.OriginServerTS,
-			&e.StreamPos, &e.StateBefore, &e.JSON, &e.RedactedBy, &e.RelatesTo, &e.RelType); err != nil {
+			&e.StreamPos, &e.StateBefore, &e.JSON, &e.RedactedBy, &e.RelatesTo, &e.RelType, &e.Outlier, &e.Rejected); err != nil {
 			return nil, err
 		}
 		out = append(out, e)
@@ -131,11 +136,11 @@ const eventFilterSQL = `
 // forwards includes it and backwards excludes it. Two statements so each uses
 // the (room_id, depth, stream_pos) index in its own direction.
 const eventsForwardSQL = `SELECT ` + eventColumns + ` FROM events
-WHERE room_id = $1 AND (depth, stream_pos) >= ($2, $3)` + eventFilterSQL + `
+WHERE room_id = $1 AND (depth, stream_pos) >= ($2, $3) AND stream_pos IS NOT NULL` + eventFilterSQL + `
 ORDER BY depth, stream_pos LIMIT $4`
 
 const eventsBackwardSQL = `SELECT ` + eventColumns + ` FROM events
-WHERE room_id = $1 AND (depth, stream_pos) < ($2, $3)` + eventFilterSQL + `
+WHERE room_id = $1 AND (depth, stream_pos) < ($2, $3) AND stream_pos IS NOT NULL` + eventFilterSQL + `
 ORDER BY depth DESC, stream_pos DESC LIMIT $4`
 
 // EventsPage returns up to limit events after (forwards) or before
@@ -204,7 +209,7 @@ func (q *Queries) RedactionsOf(ctx context.Context, roomID, eventID string) ([]E
 }
 
 const timestampToEventSQL = `
-SELECT ` + eventColumns + ` FROM events WHERE room_id = $1
+SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND stream_pos IS NOT NULL
   AND CASE WHEN $3 THEN origin_server_ts >= $2 ELSE origin_server_ts <= $2 END
 ORDER BY CASE WHEN $3 THEN origin_server_ts END ASC, CASE WHEN NOT $3 THEN origin_server_ts END DESC, stream_pos
 LIMIT $4`
@@ -288,7 +293,7 @@ type MembershipChange struct {
 
 const selectMembershipHistorySQL = `
 SELECT depth, stream_pos, COALESCE(json::jsonb -> 'content' ->> 'membership', '') FROM events
-WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2 ORDER BY depth, stream_pos`
+WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2 AND stream_pos IS NOT NULL ORDER BY depth, stream_pos`
 
 // MembershipHistory lists the user's membership events in the room, oldest first.
 func (q *Queries) MembershipHistory(ctx context.Context, roomID, userID string) ([]MembershipChange, error) {
@@ -338,7 +343,7 @@ func (q *Queries) AppendEvent(ctx context.Context, e *Event, extremities []strin
 }
 
 const selectLatestPositionSQL = `
-SELECT depth, stream_pos FROM events WHERE room_id = $1 ORDER BY depth DESC, stream_pos DESC LIMIT 1`
+SELECT depth, stream_pos FROM events WHERE room_id = $1 AND stream_pos IS NOT NULL ORDER BY depth DESC, stream_pos DESC LIMIT 1`
 
 // LatestPosition is the position of the room's last event in topological order.
 func (q *Queries) LatestPosition(ctx context.Context, roomID string) (Position, error) {

@@ -82,7 +82,7 @@ func (q *Queries) MembershipChanges(ctx context.Context, userID string, from, to
 
 const membershipHistoriesSQL = `
 SELECT room_id, COALESCE(json::jsonb -> 'content' ->> 'membership', ''), depth, stream_pos FROM events
-WHERE type = 'm.room.member' AND state_key = $1 AND room_id = ANY($2)
+WHERE type = 'm.room.member' AND state_key = $1 AND room_id = ANY($2) AND stream_pos IS NOT NULL
 ORDER BY depth, stream_pos`
 
 // MembershipHistories is MembershipHistory for several rooms at once.
