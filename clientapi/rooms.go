@@ -161,7 +161,10 @@ func (a *API) joinRoom(r *http.Request, body *membershipBody) (any, error) {
 }
 
 func (a *API) join(r *http.Request, idOrAlias string, body *membershipBody) (any, error) {
-	roomID, err := a.rooms.Join(r.Context(), roomserver.MembershipRequest{Sender: session(r).UserID, RoomID: idOrAlias, Reason: body.Reason})
+	// Servers that may help to join a room this server is not in: "via"
+	// (v1.12+) and its older name "server_name".
+	via := append(r.URL.Query()["via"], r.URL.Query()["server_name"]...)
+	roomID, err := a.rooms.Join(r.Context(), roomserver.MembershipRequest{Sender: session(r).UserID, RoomID: idOrAlias, Reason: body.Reason, Via: via})
 	return map[string]string{"room_id": roomID}, err
 }
 

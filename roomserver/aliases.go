@@ -55,11 +55,40 @@ func (r *Roomserver) GetAlias(ctx context.Context, alias string) (AliasTarget, e
 	if err := checkAliasSyntax(alias); err != nil {
 		return AliasTarget{}, err
 	}
+	if serverOf(alias) != r.cfg.ServerName && r.cfg.Federation.enabled() {
+		roomID, servers, err := r.resolveRoomAndServers(ctx, alias, nil)
+		if err != nil {
+			return AliasTarget{}, err
+		}
+		return AliasTarget{RoomID: roomID, Servers: servers}, nil
+	}
 	roomID, err := r.ResolveRoom(ctx, alias)
 	if err != nil {
 		return AliasTarget{}, err
 	}
-	return AliasTarget{RoomID: roomID, Servers: []string{r.cfg.ServerName}}, nil
+	servers := []string{r.cfg.ServerName}
+	if r.cfg.Federation.enabled() {
+		if joined, err := r.db().RoomServers(ctx, roomID); err == nil {
+			for _, s := range joined {
+				if s != r.cfg.ServerName && r.cfg.Federation.Gate.Allowed(s) {
+					servers = append(servers, s)
+				}
+			}
+		}
+	}
+	return AliasTarget{RoomID: roomID, Servers: servers}, nil
+}
+
+// LocalAlias resolves one of our own aliases for another server
+// (GET /query/directory); other servers' aliases are not ours to answer.
+func (r *Roomserver) LocalAlias(ctx context.Context, alias string) (AliasTarget, error) {
+	if err := checkAliasSyntax(alias); err != nil {
+		return AliasTarget{}, err
+	}
+	if serverOf(alias) != r.cfg.ServerName {
+		return AliasTarget{}, mxerr.New(mxerr.NotFound, "%s is not an alias of this server", alias)
+	}
+	return r.GetAlias(ctx, alias)
 }
 
 // DeleteAlias removes an alias: its creator, a server administrator, or a

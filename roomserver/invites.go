@@ -134,6 +134,15 @@ func (r *Roomserver) keepInvite(ctx context.Context, version string, ev gomatrix
 			stored = b
 		}
 	}
+	return r.storeStubMembership(ctx, version, ev, stored)
+}
+
+// storeStubMembership records a user's membership in a room this server is
+// not in (an invite received, its rejection): the event takes a stream
+// position so the user's /sync sees it, and becomes the room's state for
+// that user. The room's graph is not touched: we hold no part of it.
+func (r *Roomserver) storeStubMembership(ctx context.Context, version string, ev gomatrixserverlib.PDU, stored []byte) error {
+	roomID := ev.RoomID().String()
 	return r.inTx(ctx, func(t *txn) error {
 		room := sqlstore.Room{RoomID: roomID, RoomVersion: version, Creator: "", CreatedTS: r.now().UnixMilli(), ForwardExtremities: []string{}}
 		err := t.InsertRoom(ctx, room)
@@ -175,4 +184,56 @@ func (r *Roomserver) keepInvite(ctx context.Context, version string, ev gomatrix
 		}
 		return t.UnforgetRoom(ctx, *ev.StateKey(), roomID)
 	})
+}
+
+// leaveRemote leaves a room this server is not in (rejecting an invite,
+// withdrawing a knock) through the server of whoever invited us, with
+// make_leave and send_leave. Spec: server-server-api.md, "Leaving Rooms
+// (Rejecting Invites)".
+func (r *Roomserver) leaveRemote(ctx context.Context, req MembershipRequest, membershipEv sqlstore.Event) error {
+	version, err := r.roomVersionOf(ctx, r.db(), req.RoomID)
+	if err != nil {
+		return err
+	}
+	ver, err := roomVersion(version)
+	if err != nil {
+		return err
+	}
+	var servers []string
+	if membershipEv.Sender != req.Sender {
+		servers = append(servers, serverOf(membershipEv.Sender))
+	}
+	if s := serverOf(req.RoomID); s != "" {
+		servers = append(servers, s)
+	}
+	var lastErr error = mxerr.New(mxerr.NotFound, "No server can help to leave room %s", req.RoomID)
+	for _, server := range servers {
+		if server == r.cfg.ServerName {
+			continue
+		}
+		if err := r.checkServerAllowed(server); err != nil {
+			lastErr = err
+			continue
+		}
+		tmpl, err := r.cfg.Federation.Remote.MakeLeave(ctx, server, req.RoomID, req.Sender)
+		if err != nil {
+			lastErr = remoteFailure(server, err)
+			continue
+		}
+		content := map[string]any{}
+		if req.Reason != "" {
+			content["reason"] = req.Reason
+		}
+		leave, err := buildFromTemplate(ver, tmpl.Event, req.RoomID, req.Sender, "leave", content, r.cfg.ServerName, r.key, r.now())
+		if err != nil {
+			lastErr = mxerr.New(mxerr.Unknown, "%s sent an unusable leave template: %v", server, err).WithStatus(502)
+			continue
+		}
+		if err := r.cfg.Federation.Remote.SendLeave(ctx, server, req.RoomID, leave.EventID(), leave.JSON()); err != nil {
+			lastErr = remoteFailure(server, err)
+			continue
+		}
+		return r.storeStubMembership(ctx, version, leave, leave.JSON())
+	}
+	return lastErr
 }

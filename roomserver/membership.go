@@ -164,6 +164,24 @@ func (r *Roomserver) restrictedJoinAuthoriser(ctx context.Context, w *writer, us
 // Leave leaves, rejects an invite or rescinds a knock.
 // Spec: POST /rooms/{roomId}/leave.
 func (r *Roomserver) Leave(ctx context.Context, req MembershipRequest) error {
+	if r.cfg.Federation.enabled() {
+		// In a room this server is not in, only an invite or a knock can
+		// be left, through a resident server.
+		if joined, err := r.serverJoined(ctx, r.db(), req.RoomID, r.cfg.ServerName); err != nil {
+			return err
+		} else if !joined {
+			nid, err := r.db().CurrentStateEvent(ctx, req.RoomID, "m.room.member", req.Sender)
+			if err == nil {
+				rows, err := r.db().EventsByNID(ctx, []int64{nid})
+				if err != nil {
+					return err
+				}
+				if len(rows) == 1 && slices.Contains([]string{"invite", "knock"}, gjson.Get(rows[0].JSON, "content.membership").String()) {
+					return r.leaveRemote(ctx, req, rows[0])
+				}
+			}
+		}
+	}
 	return r.inTx(ctx, func(q *txn) error {
 		w, err := r.openWriter(ctx, q, req.RoomID)
 		if err != nil {
