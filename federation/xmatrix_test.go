@@ -97,12 +97,24 @@ func TestSignAndVerifyRequest(t *testing.T) {
 		t.Errorf("valid signature refused: %v", err)
 	}
 	for name, change := range map[string]func() (string, string, string, []byte){
-		"method":      func() (string, string, string, []byte) { return "POST", "/_matrix/federation/v1/send/1?x=%2F", "b.example:8448", body },
-		"uri":         func() (string, string, string, []byte) { return "PUT", "/_matrix/federation/v1/send/2?x=%2F", "b.example:8448", body },
-		"query":       func() (string, string, string, []byte) { return "PUT", "/_matrix/federation/v1/send/1?x=/", "b.example:8448", body },
-		"destination": func() (string, string, string, []byte) { return "PUT", "/_matrix/federation/v1/send/1?x=%2F", "b.example", body },
-		"body":        func() (string, string, string, []byte) { return "PUT", "/_matrix/federation/v1/send/1?x=%2F", "b.example:8448", []byte(`{"b":3}`) },
-		"no body":     func() (string, string, string, []byte) { return "PUT", "/_matrix/federation/v1/send/1?x=%2F", "b.example:8448", nil },
+		"method": func() (string, string, string, []byte) {
+			return "POST", "/_matrix/federation/v1/send/1?x=%2F", "b.example:8448", body
+		},
+		"uri": func() (string, string, string, []byte) {
+			return "PUT", "/_matrix/federation/v1/send/2?x=%2F", "b.example:8448", body
+		},
+		"query": func() (string, string, string, []byte) {
+			return "PUT", "/_matrix/federation/v1/send/1?x=/", "b.example:8448", body
+		},
+		"destination": func() (string, string, string, []byte) {
+			return "PUT", "/_matrix/federation/v1/send/1?x=%2F", "b.example", body
+		},
+		"body": func() (string, string, string, []byte) {
+			return "PUT", "/_matrix/federation/v1/send/1?x=%2F", "b.example:8448", []byte(`{"b":3}`)
+		},
+		"no body": func() (string, string, string, []byte) {
+			return "PUT", "/_matrix/federation/v1/send/1?x=%2F", "b.example:8448", nil
+		},
 	} {
 		m, u, d, b := change()
 		if err := verifyRequestSignature(pub, a, m, u, d, b); err == nil {
