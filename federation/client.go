@@ -209,6 +209,16 @@ func (c *Client) Close() {
 	c.transports.Purge()
 }
 
+// CloseIdleConnections closes the connections kept for reuse: the next
+// request to each server dials again.
+func (c *Client) CloseIdleConnections() {
+	c.transportsMu.Lock()
+	defer c.transportsMu.Unlock()
+	for _, hc := range c.transports.Values() {
+		hc.CloseIdleConnections()
+	}
+}
+
 // ReadyAt is the end of dest's backoff, zero when it has none.
 func (c *Client) ReadyAt(dest string) time.Time { return c.backoff.readyAt(dest) }
 
