@@ -32,7 +32,9 @@ func TestMain(m *testing.M) { sqltest.Main(m) }
 func rawFedClient(roots *x509.CertPool, name, addr string) *http.Client {
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext:     func(ctx context.Context, network, _ string) (net.Conn, error) { return d.DialContext(ctx, network, addr) },
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		},
 		TLSClientConfig: &tls.Config{ServerName: name, RootCAs: roots},
 	}}
 }

@@ -20,15 +20,21 @@ import (
 
 const versionPath = "/_matrix/federation/v1/version"
 
-// Outbound: a signed request reaches an authenticated route of a listed
-// server; an unlisted destination is refused before anything is dialled.
-func TestClientThroughTheGate(t *testing.T) {
-	ctx := context.Background()
+// Two listed servers and an unlisted one.
+func TestListedAndUnlistedServers(t *testing.T) {
 	fed := apptest.NewFederation(t)
 	hs1 := fed.Start(t, "hs1.chappe.test")
 	hs2 := fed.Start(t, "hs2.chappe.test")
 	hs3 := fed.StartUnlisted(t, "hs3.chappe.test")
 	serial := fed.Publish(t)
+	t.Run("client through the gate", func(t *testing.T) { testClientThroughTheGate(t, hs1, hs2, hs3, serial) })
+	t.Run("inbound authentication", func(t *testing.T) { testInboundAuthentication(t, fed, hs1, hs2, hs3, serial) })
+}
+
+// Outbound: a signed request reaches an authenticated route of a listed
+// server; an unlisted destination is refused before anything is dialled.
+func testClientThroughTheGate(t *testing.T, hs1, hs2, hs3 *apptest.FedServer, serial int64) {
+	ctx := context.Background()
 
 	var raw json.RawMessage
 	if err := hs1.Federation.Do(ctx, federation.Request{Destination: hs2.Name, Method: http.MethodGet, Path: federation.PeerListPath}, &raw); err != nil {
@@ -67,13 +73,8 @@ func TestClientThroughTheGate(t *testing.T) {
 
 // Inbound, against a real server: the X-Matrix header, the gate before any
 // key work, the destination.
-func TestInboundAuthenticationOnARealServer(t *testing.T) {
+func testInboundAuthentication(t *testing.T, fed *apptest.Federation, hs1, hs2, hs3 *apptest.FedServer, serial int64) {
 	ctx := context.Background()
-	fed := apptest.NewFederation(t)
-	hs1 := fed.Start(t, "hs1.chappe.test")
-	hs2 := fed.Start(t, "hs2.chappe.test")
-	hs3 := fed.StartUnlisted(t, "hs3.chappe.test")
-	serial := fed.Publish(t)
 	c := rawFedClient(fed.CA.Pool, hs2.Name, hs2.FedAddr)
 	uri := federation.PeerListPath
 
