@@ -186,4 +186,3 @@ func TestKeyRingDocuments(t *testing.T) {
 		}
 	}
 }
-

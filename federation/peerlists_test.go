@@ -29,6 +29,10 @@ func TestPeerListSpreading(t *testing.T) {
 		}
 	}
 
+	// hs2 learns hs1's key now, so that what follows goes through the
+	// serial header of hs1's requests (not of hs1's key document).
+	authenticated(hs1, hs2)
+
 	// Serial 2 reaches hs1 only; hs1's next request shows it to hs2, which
 	// fetches it from hs1 and applies it.
 	hs1.Deliver(t, fed.NextList(t))
