@@ -7,6 +7,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -65,9 +67,18 @@ type Server struct {
 
 	// Allowlist is the federation gate and the signed list in force.
 	Allowlist *allowlist.Service
+	// Federation is the one client of every outbound federation request;
+	// KeyRing finds and checks other servers' signing keys.
+	Federation *federation.Client
+	KeyRing    *federation.KeyRing
 
 	db      *Database
 	handler http.Handler
+	// fedHandler and fedTLS serve the federation listener (fedTLS is nil
+	// when no certificate is configured).
+	fedHandler http.Handler
+	fedTLS     *tls.Config
+	keyServer  *federation.KeyServer
 }
 
 // NewLogger builds the zerolog logger the configuration asks for.
@@ -208,6 +219,11 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 		_ = db.Close()
 		return nil, err
 	}
+	s.keyServer = federation.NewKeyServer(cfg.ServerName, s.Key, cfg.SigningKey.Validity.D())
+	if err := s.newFederation(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	s.handler = s.router()
 	return s, nil
 }
@@ -250,15 +266,18 @@ func (s *Server) router() http.Handler {
 		AccountData: s.AccountData, Receipts: s.Ephemeral.Receipts, Typing: s.Ephemeral.Typing, Presence: s.Ephemeral.Presence,
 		UserDirectory: s.UserDir, TURN: s.TURN, Push: s.Push, E2EE: s.E2EE})
 	api.Routes(r)
-	r.Method(http.MethodGet, "/_matrix/key/v2/server", federation.NewKeyServer(cfg.ServerName, s.Key, cfg.SigningKey.Validity.D()))
+	// The key document is also on the client port (harmless, and handy
+	// behind a reverse proxy); the federation listener serves it too.
+	r.Method(http.MethodGet, federation.KeyPath, s.keyServer)
 	return r
 }
 
 // Handler is the server's HTTP handler (for tests that bring their own listener).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve listens on client_api.listen until ctx is cancelled, then shuts down
-// gracefully (in-flight requests get up to 10 seconds).
+// Serve listens on client_api.listen (and federation.listen) until ctx is
+// cancelled, then shuts down gracefully (in-flight requests get up to 10
+// seconds).
 func (s *Server) Serve(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.Config.ClientAPI.Listen)
 	if err != nil {
@@ -267,48 +286,97 @@ func (s *Server) Serve(ctx context.Context) error {
 	return s.ServeListener(ctx, ln)
 }
 
-// ServeListener serves on ln until ctx is cancelled.
+// ServeListener serves the client API on ln, and the federation API on
+// federation.listen when the configuration asks for it, until ctx is
+// cancelled.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 20 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          nil,
+	var fedLn net.Listener
+	if s.Config.FederationListens() {
+		var err error
+		if fedLn, err = net.Listen("tcp", s.Config.Federation.Listen); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("federation.listen: %w", err)
+		}
 	}
-	s.Log.Info().Str("listen", ln.Addr().String()).Str("server_name", s.Config.ServerName).Msg("client API listening")
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	// The allowlist refresh runs while we serve; it is stopped, and waited
-	// for, before we return, so Close never pulls the database from under it.
-	refreshCtx, stopRefresh := context.WithCancel(ctx)
-	refreshDone := make(chan struct{})
-	go func() { s.Allowlist.Run(refreshCtx); close(refreshDone) }()
-	defer func() { stopRefresh(); <-refreshDone }()
-	// Typing notifications expire and quiet users go offline by these sweeps.
-	sweepCtx, stopSweeps := context.WithCancel(ctx)
-	sweepsDone := make(chan struct{})
-	go func() {
-		s.Ephemeral.Run(sweepCtx, func(err error) { s.Log.Error().Err(err).Msg("presence sweep") })
-		close(sweepsDone)
-	}()
-	defer func() { stopSweeps(); <-sweepsDone }()
-	pushCtx, stopPush := context.WithCancel(ctx)
-	pushDone := s.runPushDelivery(pushCtx)
-	defer func() { stopPush(); <-pushDone }()
+	return s.ServeListeners(ctx, ln, fedLn)
+}
+
+// ServeListeners serves the client API on clientLn and, when fedLn is not
+// nil, the federation API over TLS on fedLn, until ctx is cancelled; then
+// both shut down gracefully (in-flight requests get up to 10 seconds).
+func (s *Server) ServeListeners(ctx context.Context, clientLn, fedLn net.Listener) error {
+	if fedLn != nil && s.fedTLS == nil {
+		_ = clientLn.Close()
+		_ = fedLn.Close()
+		return errors.New("federation listener: federation.tls_cert and tls_key are not set")
+	}
+	servers := []*http.Server{newHTTPServer(s.handler)}
+	errc := make(chan error, 2)
+	s.Log.Info().Str("listen", clientLn.Addr().String()).Str("server_name", s.Config.ServerName).Msg("client API listening")
+	go func() { errc <- servers[0].Serve(clientLn) }()
+	if fedLn != nil {
+		fed := newHTTPServer(s.fedHandler)
+		fed.TLSConfig = s.fedTLS
+		servers = append(servers, fed)
+		s.Log.Info().Str("listen", fedLn.Addr().String()).Msg("federation API listening (TLS)")
+		go func() { errc <- fed.ServeTLS(fedLn, "", "") }()
+	}
+	defer s.runBackground(ctx)()
+	var firstErr error
+	received := 0
 	select {
-	case err := <-errc:
-		return err
+	case firstErr = <-errc:
+		received++
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := srv.Shutdown(shutdownCtx)
-	if serveErr := <-errc; serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-		return serveErr
+	for _, srv := range servers {
+		if err := srv.Shutdown(shutdownCtx); err != nil && firstErr == nil {
+			firstErr = err
+		}
 	}
-	return err
+	for ; received < len(servers); received++ {
+		if err := <-errc; firstErr == nil || errors.Is(firstErr, http.ErrServerClosed) {
+			firstErr = err
+		}
+	}
+	if errors.Is(firstErr, http.ErrServerClosed) {
+		return nil
+	}
+	return firstErr
 }
 
-// Close releases the database and stops the embedded cluster if we started it.
-func (s *Server) Close() error { return s.db.Close() }
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 20 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// runBackground starts the loops that run while the server serves: the
+// allowlist refresh, the typing and presence sweeps, push delivery. The
+// function it returns stops them and waits, so Close never pulls the
+// database from under them.
+func (s *Server) runBackground(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); s.Allowlist.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		s.Ephemeral.Run(ctx, func(err error) { s.Log.Error().Err(err).Msg("presence sweep") })
+	}()
+	pushDone := s.runPushDelivery(ctx)
+	go func() { defer wg.Done(); <-pushDone }()
+	return func() { cancel(); wg.Wait() }
+}
+
+// Close stops the federation client's background work, then releases the
+// database and stops the embedded cluster if we started it.
+func (s *Server) Close() error {
+	s.Federation.Close()
+	return s.db.Close()
+}

@@ -4,6 +4,8 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -34,6 +36,7 @@ type Config struct {
 	RateLimit    RateLimit    `yaml:"rate_limit"`
 	SigningKey   SigningKey   `yaml:"signing_key"`
 	Allowlist    Allowlist    `yaml:"allowlist"`
+	Federation   Federation   `yaml:"federation"`
 	Rooms        Rooms        `yaml:"rooms"`
 	WellKnown    WellKnown    `yaml:"well_known"`
 	Media        Media        `yaml:"media"`
@@ -146,6 +149,39 @@ type Allowlist struct {
 	URL string `yaml:"url"`
 	// RefreshInterval is the time between two reads of the file and the URL.
 	RefreshInterval Duration `yaml:"refresh_interval"`
+}
+
+// Federation is the server-server API: the TLS listener other servers
+// call, and the outbound client that calls them.
+type Federation struct {
+	// Enabled switches federation on. When off, no listener is started and
+	// every outbound request is refused.
+	Enabled bool `yaml:"enabled"`
+	// Listen is host:port of the federation TLS listener (e.g.
+	// 0.0.0.0:8448). Empty: none.
+	Listen string `yaml:"listen"`
+	// TLSCert and TLSKey are the PEM files of the listener's certificate
+	// (for server_name) and private key.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// CAFile is a PEM bundle of certificate authorities trusted, on top of
+	// the system's, for the certificates of the servers we call. Empty: none.
+	CAFile string `yaml:"ca_file"`
+	// RequestTimeout bounds one outbound request, discovery included.
+	RequestTimeout Duration `yaml:"request_timeout"`
+	// MaxRequestBytes caps inbound request bodies (413 M_TOO_LARGE beyond).
+	MaxRequestBytes int64 `yaml:"max_request_bytes"`
+	// BackoffInitial and BackoffMax bound the exponential backoff of a
+	// destination that fails.
+	BackoffInitial Duration `yaml:"backoff_initial"`
+	BackoffMax     Duration `yaml:"backoff_max"`
+}
+
+// FederationListens tells whether the federation TLS listener is to be
+// started: federation enabled with a listen address (Verify requires the
+// certificate then).
+func (c *Config) FederationListens() bool {
+	return c.Federation.Enabled && c.Federation.Listen != ""
 }
 
 // WellKnown is what /.well-known/matrix/* answers.
@@ -271,6 +307,13 @@ func Defaults() Config {
 			TrustedKeys:     []string{},
 			Threshold:       2,
 			RefreshInterval: Duration(5 * time.Minute),
+		},
+		Federation: Federation{
+			Enabled:         true,
+			RequestTimeout:  Duration(30 * time.Second),
+			MaxRequestBytes: 10 << 20,
+			BackoffInitial:  Duration(5 * time.Second),
+			BackoffMax:      Duration(time.Hour),
 		},
 		Media: Media{
 			MaxUploadBytes:        100 << 20,
@@ -439,6 +482,7 @@ func (c *Config) Verify() error {
 		bad("media.url_preview.timeout", "must be at least 1s")
 	}
 	c.verifyAllowlist(bad)
+	c.verifyFederation(bad)
 	c.verifyTURN(bad)
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":
@@ -470,6 +514,57 @@ func (c *Config) verifyTURN(bad func(key, format string, args ...any)) {
 	if t.TTL.D() < time.Minute {
 		bad("turn.ttl", "must be at least 1m")
 	}
+}
+
+// verifyFederation checks the federation section.
+func (c *Config) verifyFederation(bad func(key, format string, args ...any)) {
+	f := c.Federation
+	if f.Listen != "" {
+		if _, _, err := net.SplitHostPort(f.Listen); err != nil {
+			bad("federation.listen", "must be host:port or empty, got %q", f.Listen)
+		}
+	}
+	if (f.TLSCert == "") != (f.TLSKey == "") {
+		bad("federation.tls_cert", "tls_cert and tls_key go together: set both or neither")
+	}
+	if f.Enabled && f.Listen != "" && (f.TLSCert == "" || f.TLSKey == "") {
+		bad("federation.tls_cert", "tls_cert and tls_key are required when federation is enabled with a listen address: "+
+			"other servers only talk to this one over TLS with a certificate for %s", c.ServerName)
+	}
+	if f.TLSCert != "" && f.TLSKey != "" {
+		if _, err := tls.LoadX509KeyPair(f.TLSCert, f.TLSKey); err != nil {
+			bad("federation.tls_cert", "cannot load the certificate and key: %v", err)
+		}
+	}
+	if f.CAFile != "" {
+		if err := checkCAFile(f.CAFile); err != nil {
+			bad("federation.ca_file", "%v", err)
+		}
+	}
+	if f.RequestTimeout.D() < time.Second {
+		bad("federation.request_timeout", "must be at least 1s")
+	}
+	if f.MaxRequestBytes < 64<<10 {
+		bad("federation.max_request_bytes", "must be at least 65536, got %d", f.MaxRequestBytes)
+	}
+	if f.BackoffInitial.D() < 100*time.Millisecond {
+		bad("federation.backoff_initial", "must be at least 100ms")
+	}
+	if f.BackoffMax.D() < f.BackoffInitial.D() {
+		bad("federation.backoff_max", "must be at least backoff_initial (%s)", f.BackoffInitial.D())
+	}
+}
+
+// checkCAFile checks that path is a PEM bundle of at least one certificate.
+func checkCAFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		return fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return nil
 }
 
 // verifyAllowlist checks the allowlist section.

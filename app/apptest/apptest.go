@@ -1,6 +1,7 @@
 // Package apptest starts real Chappe servers for tests: the same app.Open as
 // `chappe serve`, on a fresh database of the test PostgreSQL server, listening
-// on a loopback port.
+// on a loopback port. Federation tests start several such servers, with real
+// TLS and a signed allowlist, through NewFederation (federation.go).
 package apptest
 
 import (
@@ -38,8 +39,20 @@ func Start(t testing.TB, configure ...func(*config.Config)) *Server {
 // debug level), for tests that check what gets logged.
 func StartWithLog(t testing.TB, logTo io.Writer, configure ...func(*config.Config)) *Server {
 	t.Helper()
+	cfg := testConfig(t, "localhost", configure...)
+	ln := listen(t, "127.0.0.1:0")
+	r := launch(t, cfg, testLogger(cfg, logTo), ln, nil)
+	t.Cleanup(func() { r.stop(t) })
+	return &Server{Server: r.srv, URL: "http://" + ln.Addr().String()}
+}
+
+// testConfig is the configuration of a test server named serverName:
+// open registration, rate limiting off, its own database and data dir,
+// then configure, then verified.
+func testConfig(t testing.TB, serverName string, configure ...func(*config.Config)) config.Config {
+	t.Helper()
 	cfg := config.Defaults()
-	cfg.ServerName = "localhost"
+	cfg.ServerName = serverName
 	cfg.DataDir = t.TempDir()
 	cfg.Database.URL = sqltest.NewDatabase(t, "chappe_srv")
 	cfg.Database.MaxConns = 5
@@ -53,34 +66,68 @@ func StartWithLog(t testing.TB, logTo io.Writer, configure ...func(*config.Confi
 	if err := cfg.Verify(); err != nil {
 		t.Fatalf("test configuration: %v", err)
 	}
-	logOut := zerolog.Nop()
+	return cfg
+}
+
+// testLogger writes to logTo (debug, JSON) when given, to stderr when
+// CHAPPE_TEST_LOG is set, nowhere otherwise.
+func testLogger(cfg config.Config, logTo io.Writer) zerolog.Logger {
 	switch {
 	case logTo != nil:
-		logOut = app.NewLogger(config.Log{Level: "debug", Format: "json"}, logTo)
+		return app.NewLogger(config.Log{Level: "debug", Format: "json"}, logTo)
 	case os.Getenv("CHAPPE_TEST_LOG") != "":
-		logOut = app.NewLogger(cfg.Log, os.Stderr)
+		return app.NewLogger(cfg.Log, os.Stderr)
 	}
+	return zerolog.Nop()
+}
+
+func listen(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	return ln
+}
+
+// running is a server serving on its listeners.
+type running struct {
+	srv    *app.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// launch opens a server and serves the client API on clientLn and, when
+// fedLn is not nil, federation on fedLn.
+func launch(t testing.TB, cfg config.Config, log zerolog.Logger, clientLn, fedLn net.Listener) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := app.Open(ctx, cfg, logOut)
+	srv, err := app.Open(ctx, cfg, log)
 	if err != nil {
 		cancel()
-		t.Fatalf("starting server: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cancel()
-		t.Fatalf("listen: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.ServeListener(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Errorf("server did not stop within 15s")
+		_ = clientLn.Close()
+		if fedLn != nil {
+			_ = fedLn.Close()
 		}
-		_ = srv.Close()
-	})
-	return &Server{Server: srv, URL: "http://" + ln.Addr().String()}
+		t.Fatalf("starting server %s: %v", cfg.ServerName, err)
+	}
+	r := &running{srv: srv, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- srv.ServeListeners(ctx, clientLn, fedLn) }()
+	return r
+}
+
+// stop shuts the server down and closes it.
+func (r *running) stop(t testing.TB) {
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("server %s: %v", r.srv.Config.ServerName, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Errorf("server %s did not stop within 15s", r.srv.Config.ServerName)
+	}
+	if err := r.srv.Close(); err != nil {
+		t.Errorf("closing server %s: %v", r.srv.Config.ServerName, err)
+	}
 }

@@ -1,0 +1,66 @@
+package app
+
+import (
+	"crypto/tls"
+	"fmt"
+	"runtime/debug"
+
+	"chappe/federation"
+)
+
+// newFederation builds the outbound client, the key ring and the federation
+// router, and loads the listener's certificate when one is configured.
+func (s *Server) newFederation() error {
+	cfg := s.Config
+	fc := cfg.Federation
+	client, err := federation.NewClient(federation.ClientConfig{
+		ServerName:     cfg.ServerName,
+		Enabled:        fc.Enabled,
+		RequestTimeout: fc.RequestTimeout.D(),
+		BackoffInitial: fc.BackoffInitial.D(),
+		BackoffMax:     fc.BackoffMax.D(),
+		CAFile:         fc.CAFile,
+		Lists:          s.Allowlist,
+	}, s.Allowlist, s.Key, s.Log)
+	if err != nil {
+		return err
+	}
+	s.Federation = client
+	s.KeyRing = federation.NewKeyRing(federation.KeyRingConfig{
+		ServerName: cfg.ServerName, Key: s.Key, KeyValidity: cfg.SigningKey.Validity.D(),
+	}, s.Allowlist, client, s.Log)
+	srv := federation.NewServer(federation.ServerConfig{
+		ServerName: cfg.ServerName, Version: buildVersion(), MaxRequestBytes: fc.MaxRequestBytes,
+	}, federation.ServerDeps{
+		Keys: s.keyServer, KeyRing: s.KeyRing, Gate: s.Allowlist, Lists: s.Allowlist, Client: client, Log: s.Log,
+		// Register: the room endpoints mount themselves here.
+	})
+	s.fedHandler = srv.Handler()
+	if fc.TLSCert != "" && fc.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(fc.TLSCert, fc.TLSKey)
+		if err != nil {
+			client.Close()
+			return fmt.Errorf("federation.tls_cert: %w", err)
+		}
+		s.fedTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	return nil
+}
+
+// buildVersion is the version of the binary, as the Go toolchain recorded
+// it (a module version or a VCS revision), "dev" when it recorded none.
+func buildVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, kv := range info.Settings {
+		if kv.Key == "vcs.revision" && len(kv.Value) >= 12 {
+			return kv.Value[:12]
+		}
+	}
+	return "dev"
+}
