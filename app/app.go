@@ -208,10 +208,16 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 		_ = db.Close()
 		return nil, err
 	}
+	s.keyServer = federation.NewKeyServer(cfg.ServerName, s.Key, cfg.SigningKey.Validity.D())
+	if err := s.newFederationClient(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	s.Hub = streams.NewHub(last)
 	s.Push = push.New(push.Config{ServerName: cfg.ServerName}, db.Store, s.Hub)
 	s.Rooms = roomserver.New(roomserver.Config{ServerName: cfg.ServerName, DefaultVersion: cfg.Rooms.DefaultVersion,
-		EncryptPrivateByDefault: cfg.Rooms.EncryptPrivateByDefault, RefusePlaintextInEncrypted: cfg.Rooms.RefusePlaintextInEncrypted}, db.Store, key, s.Accounts, s.Hub, s.Push)
+		EncryptPrivateByDefault: cfg.Rooms.EncryptPrivateByDefault, RefusePlaintextInEncrypted: cfg.Rooms.RefusePlaintextInEncrypted,
+		Federation: s.roomFederation()}, db.Store, key, s.Accounts, s.Hub, s.Push)
 	s.newUserData()
 	s.E2EE = e2ee.New(e2ee.Config{ServerName: cfg.ServerName}, db.Store, s.Hub)
 	s.Sync = syncapi.New(syncapi.Deps{Store: db.Store, Hub: s.Hub, Rooms: s.Rooms, AccountData: s.AccountData, Ephemeral: s.Ephemeral, Push: syncPush{s.Push}, E2EE: s.E2EE})
@@ -219,8 +225,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 		_ = db.Close()
 		return nil, err
 	}
-	s.keyServer = federation.NewKeyServer(cfg.ServerName, s.Key, cfg.SigningKey.Validity.D())
-	if err := s.newFederation(); err != nil {
+	if err := s.newFederationServer(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}

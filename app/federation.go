@@ -6,11 +6,12 @@ import (
 	"runtime/debug"
 
 	"chappe/federation"
+	"chappe/roomserver"
 )
 
 // newFederation builds the outbound client, the key ring and the federation
 // router, and loads the listener's certificate when one is configured.
-func (s *Server) newFederation() error {
+func (s *Server) newFederationClient() error {
 	cfg := s.Config
 	fc := cfg.Federation
 	client, err := federation.NewClient(federation.ClientConfig{
@@ -29,11 +30,30 @@ func (s *Server) newFederation() error {
 	s.KeyRing = federation.NewKeyRing(federation.KeyRingConfig{
 		ServerName: cfg.ServerName, Key: s.Key, KeyValidity: cfg.SigningKey.Validity.D(),
 	}, s.Allowlist, client, s.Log)
+	return nil
+}
+
+// roomFederation is what the roomserver needs to share rooms with other
+// servers: nothing when federation is off.
+func (s *Server) roomFederation() roomserver.Federation {
+	if !s.Config.Federation.Enabled {
+		return roomserver.Federation{}
+	}
+	return roomserver.Federation{Remote: federation.NewRemote(s.Federation), Keys: s.KeyRing, Gate: s.Allowlist}
+}
+
+// newFederationServer builds the inbound server-server API, once the
+// components its endpoints call exist.
+func (s *Server) newFederationServer() error {
+	cfg := s.Config
+	fc := cfg.Federation
+	client := s.Federation
+	rooms := federation.NewRoomEndpoints(cfg.ServerName, s.Rooms, s.Store, fc.MaxRequestBytes)
 	srv := federation.NewServer(federation.ServerConfig{
 		ServerName: cfg.ServerName, Version: buildVersion(), MaxRequestBytes: fc.MaxRequestBytes,
 	}, federation.ServerDeps{
 		Keys: s.keyServer, KeyRing: s.KeyRing, Gate: s.Allowlist, Lists: s.Allowlist, Client: client, Log: s.Log,
-		// Register: the room endpoints mount themselves here.
+		Register: rooms.Register,
 	})
 	s.fedHandler = srv.Handler()
 	if fc.TLSCert != "" && fc.TLSKey != "" {

@@ -29,7 +29,12 @@ type snapshot struct {
 const fullSnapshotEvery = 32
 
 // loadSnapshot returns the materialised snapshot nid.
+// Snapshot 0 is the unknown state before an outlier (an event held
+// without its place in the graph): empty.
 func (r *Roomserver) loadSnapshot(ctx context.Context, q *sqlstore.Queries, nid int64) (*snapshot, error) {
+	if nid == 0 {
+		return &snapshot{state: map[stateKey]int64{}}, nil
+	}
 	if s, ok := r.snapshots.Get(nid); ok {
 		return s, nil
 	}

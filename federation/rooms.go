@@ -1,0 +1,310 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"chappe/mxerr"
+	"chappe/mxhttp"
+	"chappe/roomserver"
+	"chappe/sqlstore"
+)
+
+// This file holds the room endpoints of the server-server API, mounted in
+// the authenticated group: every handler runs after the allowlist gate and
+// the request signature check, with the origin in the context (Origin).
+// Spec: server-server-api.md.
+
+// Rooms is what the room endpoints need of the roomserver.
+type Rooms interface {
+	ReceivePDU(ctx context.Context, origin string, raw json.RawMessage) (string, error)
+	MakeMembership(ctx context.Context, origin, roomID, userID, membership string, versions []string) (roomserver.MakeMembershipResponse, error)
+	SendMembership(ctx context.Context, origin, roomID, eventID, membership string, raw json.RawMessage) (roomserver.SendJoinResponse, error)
+	ReceiveInvite(ctx context.Context, origin, roomID, eventID, roomVersion string, raw json.RawMessage, inviteRoomState []json.RawMessage) (json.RawMessage, error)
+	EventForServer(ctx context.Context, origin, eventID string) (json.RawMessage, error)
+	StateForServer(ctx context.Context, origin, roomID, eventID string) (state, authChain []gomatrixserverlib.PDU, err error)
+	EventAuthForServer(ctx context.Context, origin, roomID, eventID string) ([]gomatrixserverlib.PDU, error)
+	MissingEventsForServer(ctx context.Context, origin, roomID string, earliest, latest []string, limit int, minDepth int64) ([]json.RawMessage, error)
+	BackfillForServer(ctx context.Context, origin, roomID string, from []string, limit int) ([]json.RawMessage, error)
+	LocalAlias(ctx context.Context, alias string) (roomserver.AliasTarget, error)
+}
+
+// RoomEndpoints serves the room endpoints.
+type RoomEndpoints struct {
+	serverName string
+	rooms      Rooms
+	store      *sqlstore.Store
+	maxBody    int64
+	now        func() time.Time
+}
+
+// NewRoomEndpoints builds the room endpoints.
+func NewRoomEndpoints(serverName string, rooms Rooms, store *sqlstore.Store, maxBody int64) *RoomEndpoints {
+	return &RoomEndpoints{serverName: serverName, rooms: rooms, store: store, maxBody: maxBody, now: time.Now}
+}
+
+// Register mounts the endpoints (inside the authenticated group).
+func (e *RoomEndpoints) Register(r chi.Router) {
+	const v1, v2 = "/_matrix/federation/v1", "/_matrix/federation/v2"
+	r.Put(v1+"/send/{txnId}", e.send)
+	r.Get(v1+"/make_join/{roomId}/{userId}", e.makeMembership("join"))
+	r.Put(v2+"/send_join/{roomId}/{eventId}", e.sendMembership("join"))
+	r.Get(v1+"/make_leave/{roomId}/{userId}", e.makeMembership("leave"))
+	r.Put(v2+"/send_leave/{roomId}/{eventId}", e.sendMembership("leave"))
+	r.Get(v1+"/make_knock/{roomId}/{userId}", e.makeMembership("knock"))
+	r.Put(v1+"/send_knock/{roomId}/{eventId}", e.sendMembership("knock"))
+	r.Put(v2+"/invite/{roomId}/{eventId}", e.invite)
+	r.Get(v1+"/event/{eventId}", e.event)
+	r.Get(v1+"/state/{roomId}", e.state(false))
+	r.Get(v1+"/state_ids/{roomId}", e.state(true))
+	r.Get(v1+"/event_auth/{roomId}/{eventId}", e.eventAuth)
+	r.Get(v1+"/backfill/{roomId}", e.backfill)
+	r.Post(v1+"/get_missing_events/{roomId}", e.missingEvents)
+	r.Get(v1+"/query/directory", e.queryDirectory)
+}
+
+func param(r *http.Request, name string) string {
+	raw := chi.URLParam(r, name)
+	if v, err := url.PathUnescape(raw); err == nil {
+		return v
+	}
+	return raw
+}
+
+// Transaction limits. Spec: PUT /send/{txnId}.
+const (
+	maxTxnPDUs = 50
+	maxTxnEDUs = 100
+	// txnMemory is how long a transaction ID is remembered.
+	txnMemory = 24 * time.Hour
+)
+
+type transaction struct {
+	Origin         string            `json:"origin"`
+	OriginServerTS int64             `json:"origin_server_ts"`
+	PDUs           []json.RawMessage `json:"pdus"`
+	EDUs           []json.RawMessage `json:"edus"`
+}
+
+type pduResult struct {
+	Error string `json:"error,omitempty"`
+}
+
+// send is PUT /send/{txnId}: each PDU checked and stored on its own, with
+// its result in the answer; a transaction ID already processed is answered
+// as the first time, without processing it again.
+func (e *RoomEndpoints) send(w http.ResponseWriter, r *http.Request) {
+	origin, txnID := Origin(r.Context()), param(r, "txnId")
+	var txn transaction
+	if err := mxhttp.DecodeJSON(r, e.maxBody, false, &txn); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	switch {
+	case txn.Origin != origin:
+		mxhttp.WriteError(w, r, mxerr.New(mxerr.Forbidden, "The transaction's origin %q is not the signing server %q", txn.Origin, origin))
+		return
+	case len(txn.PDUs) > maxTxnPDUs || len(txn.EDUs) > maxTxnEDUs:
+		mxhttp.WriteError(w, r, mxerr.New(mxerr.BadJSON, "A transaction holds at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs))
+		return
+	}
+	if prev, err := e.store.FederationTxnResponse(r.Context(), origin, txnID); err == nil {
+		mxhttp.WriteJSON(w, http.StatusOK, prev)
+		return
+	}
+	results := map[string]pduResult{}
+	for i, raw := range txn.PDUs {
+		id, err := e.rooms.ReceivePDU(r.Context(), origin, raw)
+		if id == "" {
+			id = "pdu#" + strconv.Itoa(i) // an unparseable PDU has no ID to report under
+		}
+		if err != nil {
+			results[id] = pduResult{Error: err.Error()}
+		} else {
+			results[id] = pduResult{}
+		}
+	}
+	resp, _ := json.Marshal(map[string]any{"pdus": results})
+	now := e.now()
+	if err := e.store.RecordFederationTxn(r.Context(), origin, txnID, now.UnixMilli(), now.Add(-txnMemory).UnixMilli(), resp); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, json.RawMessage(resp))
+}
+
+func (e *RoomEndpoints) makeMembership(membership string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		resp, err := e.rooms.MakeMembership(r.Context(), Origin(r.Context()), param(r, "roomId"), param(r, "userId"), membership, r.URL.Query()["ver"])
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		mxhttp.WriteJSON(w, http.StatusOK, resp)
+	}
+}
+
+func (e *RoomEndpoints) sendMembership(membership string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		raw, err := mxhttp.ReadBody(r, e.maxBody)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		resp, err := e.rooms.SendMembership(r.Context(), Origin(r.Context()), param(r, "roomId"), param(r, "eventId"), membership, raw)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		switch membership {
+		case "join":
+			mxhttp.WriteJSON(w, http.StatusOK, resp)
+		case "knock":
+			mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"knock_room_state": []any{}})
+		default:
+			mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+		}
+	}
+}
+
+func (e *RoomEndpoints) invite(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		RoomVersion     string            `json:"room_version"`
+		Event           json.RawMessage   `json:"event"`
+		InviteRoomState []json.RawMessage `json:"invite_room_state"`
+	}
+	if err := mxhttp.DecodeJSON(r, e.maxBody, false, &body); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	signed, err := e.rooms.ReceiveInvite(r.Context(), Origin(r.Context()), param(r, "roomId"), param(r, "eventId"), body.RoomVersion, body.Event, body.InviteRoomState)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event": signed})
+}
+
+// oneEventTxn is the transaction shape of /event and /backfill answers.
+func (e *RoomEndpoints) oneEventTxn(pdus []json.RawMessage) map[string]any {
+	if pdus == nil {
+		pdus = []json.RawMessage{}
+	}
+	return map[string]any{"origin": e.serverName, "origin_server_ts": e.now().UnixMilli(), "pdus": pdus}
+}
+
+func (e *RoomEndpoints) event(w http.ResponseWriter, r *http.Request) {
+	raw, err := e.rooms.EventForServer(r.Context(), Origin(r.Context()), param(r, "eventId"))
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, e.oneEventTxn([]json.RawMessage{raw}))
+}
+
+func (e *RoomEndpoints) state(idsOnly bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		eventID := r.URL.Query().Get("event_id")
+		if eventID == "" {
+			mxhttp.WriteError(w, r, mxerr.New(mxerr.MissingParam, "event_id is required"))
+			return
+		}
+		state, chain, err := e.rooms.StateForServer(r.Context(), Origin(r.Context()), param(r, "roomId"), eventID)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		if idsOnly {
+			mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"pdu_ids": eventIDs(state), "auth_chain_ids": eventIDs(chain)})
+			return
+		}
+		mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"pdus": eventJSONs(state), "auth_chain": eventJSONs(chain)})
+	}
+}
+
+func (e *RoomEndpoints) eventAuth(w http.ResponseWriter, r *http.Request) {
+	chain, err := e.rooms.EventAuthForServer(r.Context(), Origin(r.Context()), param(r, "roomId"), param(r, "eventId"))
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"auth_chain": eventJSONs(chain)})
+}
+
+func (e *RoomEndpoints) backfill(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, err := strconv.Atoi(q.Get("limit"))
+	if err != nil || limit < 1 || len(q["v"]) == 0 {
+		mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "backfill needs v (event IDs) and a positive limit"))
+		return
+	}
+	pdus, err := e.rooms.BackfillForServer(r.Context(), Origin(r.Context()), param(r, "roomId"), q["v"], limit)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, e.oneEventTxn(pdus))
+}
+
+func (e *RoomEndpoints) missingEvents(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Earliest []string `json:"earliest_events"`
+		Latest   []string `json:"latest_events"`
+		Limit    int      `json:"limit"`
+		MinDepth int64    `json:"min_depth"`
+	}
+	if err := mxhttp.DecodeJSON(r, e.maxBody, false, &body); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if body.Limit == 0 {
+		body.Limit = 10
+	}
+	evs, err := e.rooms.MissingEventsForServer(r.Context(), Origin(r.Context()), param(r, "roomId"), body.Earliest, body.Latest, body.Limit, body.MinDepth)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if evs == nil {
+		evs = []json.RawMessage{}
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"events": evs})
+}
+
+// queryDirectory is GET /query/directory: our own aliases only.
+func (e *RoomEndpoints) queryDirectory(w http.ResponseWriter, r *http.Request) {
+	alias := r.URL.Query().Get("room_alias")
+	if alias == "" {
+		mxhttp.WriteError(w, r, mxerr.New(mxerr.MissingParam, "room_alias is required"))
+		return
+	}
+	target, err := e.rooms.LocalAlias(r.Context(), alias)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, target)
+}
+
+func eventIDs(evs []gomatrixserverlib.PDU) []string {
+	out := make([]string, 0, len(evs))
+	for _, ev := range evs {
+		out = append(out, ev.EventID())
+	}
+	return out
+}
+
+func eventJSONs(evs []gomatrixserverlib.PDU) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(evs))
+	for _, ev := range evs {
+		out = append(out, ev.JSON())
+	}
+	return out
+}
