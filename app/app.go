@@ -71,6 +71,10 @@ type Server struct {
 	// KeyRing finds and checks other servers' signing keys.
 	Federation *federation.Client
 	KeyRing    *federation.KeyRing
+	// Outbox queues events for other servers in the transaction that
+	// stores them; Sender delivers them, one worker per destination.
+	Outbox *federation.Outbox
+	Sender *federation.Sender
 
 	db      *Database
 	handler http.Handler
@@ -217,7 +221,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 	s.Push = push.New(push.Config{ServerName: cfg.ServerName}, db.Store, s.Hub)
 	s.Rooms = roomserver.New(roomserver.Config{ServerName: cfg.ServerName, DefaultVersion: cfg.Rooms.DefaultVersion,
 		EncryptPrivateByDefault: cfg.Rooms.EncryptPrivateByDefault, RefusePlaintextInEncrypted: cfg.Rooms.RefusePlaintextInEncrypted,
-		Federation: s.roomFederation()}, db.Store, key, s.Accounts, s.Hub, s.Push)
+		Federation: s.roomFederation()}, db.Store, key, s.Accounts, s.Hub, s.Push, s.Outbox)
 	s.newUserData()
 	s.E2EE = e2ee.New(e2ee.Config{ServerName: cfg.ServerName}, db.Store, s.Hub)
 	s.Sync = syncapi.New(syncapi.Deps{Store: db.Store, Hub: s.Hub, Rooms: s.Rooms, AccountData: s.AccountData, Ephemeral: s.Ephemeral, Push: syncPush{s.Push}, E2EE: s.E2EE})
@@ -362,14 +366,16 @@ func newHTTPServer(h http.Handler) *http.Server {
 }
 
 // runBackground starts the loops that run while the server serves: the
-// allowlist refresh, the typing and presence sweeps, push delivery. The
+// allowlist refresh, the federation senders, the typing and presence
+// sweeps, push delivery. The
 // function it returns stops them and waits, so Close never pulls the
 // database from under them.
 func (s *Server) runBackground(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); s.Allowlist.Run(ctx) }()
+	go func() { defer wg.Done(); s.Sender.Run(ctx) }()
 	go func() {
 		defer wg.Done()
 		s.Ephemeral.Run(ctx, func(err error) { s.Log.Error().Err(err).Msg("presence sweep") })

@@ -30,6 +30,9 @@ func (s *Server) newFederationClient() error {
 	s.KeyRing = federation.NewKeyRing(federation.KeyRingConfig{
 		ServerName: cfg.ServerName, Key: s.Key, KeyValidity: cfg.SigningKey.Validity.D(),
 	}, s.Allowlist, client, s.Log)
+	s.Sender = federation.NewSender(federation.SenderConfig{InitialBackoff: fc.BackoffInitial.D(), MaxBackoff: fc.BackoffMax.D()},
+		s.Store, s.Allowlist, federation.NewRemote(client), s.Log.With().Str("component", "federation_sender").Logger())
+	s.Outbox = federation.NewOutbox(cfg.ServerName, s.Allowlist, s.Sender)
 	return nil
 }
 

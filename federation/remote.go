@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"chappe/allowlist"
 	"chappe/mxerr"
@@ -153,4 +154,27 @@ func (r *Remote) QueryAlias(ctx context.Context, server, alias string) (string, 
 	err := r.do(ctx, Request{Destination: server, Method: http.MethodGet, Path: "/_matrix/federation/v1/query/directory",
 		Query: url.Values{"room_alias": {alias}}}, &out)
 	return out.RoomID, out.Servers, err
+}
+
+// SendTransaction is the senders' Transport: PUT /send/{txnId} with the
+// PDUs and EDUs of one batch. It returns each PDU's error ("" when the
+// receiver accepted it). Spec: server-server-api.md, "Transactions".
+func (r *Remote) SendTransaction(ctx context.Context, dest, txnID string, pdus []json.RawMessage, edus []EDU) (map[string]string, error) {
+	body, err := TransactionBody(r.c.cfg.ServerName, time.Now(), pdus, edus)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		PDUs map[string]struct {
+			Error string `json:"error"`
+		} `json:"pdus"`
+	}
+	if err := r.c.Do(ctx, Request{Destination: dest, Method: http.MethodPut, Path: fedPath("/_matrix/federation/v1/send", txnID), Body: json.RawMessage(body)}, &out); err != nil {
+		return nil, err
+	}
+	results := make(map[string]string, len(out.PDUs))
+	for id, res := range out.PDUs {
+		results[id] = res.Error
+	}
+	return results, nil
 }

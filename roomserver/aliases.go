@@ -68,7 +68,7 @@ func (r *Roomserver) GetAlias(ctx context.Context, alias string) (AliasTarget, e
 	}
 	servers := []string{r.cfg.ServerName}
 	if r.cfg.Federation.enabled() {
-		if joined, err := r.db().RoomServers(ctx, roomID); err == nil {
+		if joined, err := r.db().JoinedServers(ctx, roomID); err == nil {
 			for _, s := range joined {
 				if s != r.cfg.ServerName && r.cfg.Federation.Gate.Allowed(s) {
 					servers = append(servers, s)

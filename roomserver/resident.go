@@ -26,6 +26,9 @@ type relayKey struct{}
 // servers of the room (the federation outbox reads it).
 func Relayed(ctx context.Context) bool { v, _ := ctx.Value(relayKey{}).(bool); return v }
 
+// WithRelay marks ctx: the events stored with it are relayed (see Relayed).
+func WithRelay(ctx context.Context) context.Context { return context.WithValue(ctx, relayKey{}, true) }
+
 // MakeMembership answers make_join, make_leave and make_knock: a template of
 // userID's membership event, which must be allowed now. versions are the
 // room versions the user's server supports (make_join and make_knock).
@@ -126,7 +129,7 @@ func (r *Roomserver) SendMembership(ctx context.Context, origin, roomID, eventID
 			ev = signEvent(ev, r.cfg.ServerName, r.key)
 		}
 	}
-	if err := r.ingest(context.WithValue(ctx, relayKey{}, true), origin, version, ev, 0); err != nil {
+	if err := r.ingest(WithRelay(ctx), origin, version, ev, 0); err != nil {
 		return SendJoinResponse{}, err
 	}
 	resp := SendJoinResponse{Origin: r.cfg.ServerName, State: []json.RawMessage{}, AuthChain: []json.RawMessage{}}
@@ -188,7 +191,7 @@ func (r *Roomserver) stateAndAuthChain(ctx context.Context, version string, nid 
 
 // serverJoined tells whether server has a joined member in the room now.
 func (r *Roomserver) serverJoined(ctx context.Context, q *sqlstore.Queries, roomID, server string) (bool, error) {
-	servers, err := q.RoomServers(ctx, roomID)
+	servers, err := q.JoinedServers(ctx, roomID)
 	if err != nil {
 		return false, err
 	}

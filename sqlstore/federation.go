@@ -111,25 +111,3 @@ func (q *Queries) TimelineEventsBetweenDepths(ctx context.Context, roomID string
 	}
 	return scanEvents(rows)
 }
-
-const selectJoinedServersSQL = `
-SELECT DISTINCT substr(state_key, strpos(state_key, ':') + 1) FROM current_state
-WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'`
-
-// RoomServers lists the server names of the room's joined members now.
-func (q *Queries) RoomServers(ctx context.Context, roomID string) ([]string, error) {
-	rows, err := q.q.Query(ctx, selectJoinedServersSQL, roomID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
-}

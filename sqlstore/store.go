@@ -37,6 +37,22 @@ type querier interface {
 // Queries runs queries on the pool or inside a transaction.
 type Queries struct {
 	q querier
+	// afterCommit holds the functions to run once the transaction commits;
+	// nil outside a transaction.
+	afterCommit *[]func()
+}
+
+// AfterCommit runs fn once what q wrote is committed: after the commit of
+// q's transaction (never if it rolls back), or at once for queries on the
+// pool, which commit as they run. It is how an in-transaction writer wakes
+// a worker that must not read the rows before they are visible. fn runs on
+// the goroutine that called InTx and must not block.
+func (q *Queries) AfterCommit(fn func()) {
+	if q.afterCommit == nil {
+		fn()
+		return
+	}
+	*q.afterCommit = append(*q.afterCommit, fn)
 }
 
 // Store is the database: a pool plus the queries run on it.
@@ -77,11 +93,20 @@ func (s *Store) Close() { s.pool.Close() }
 // Pool exposes the pool to the few places that need a raw connection (LISTEN).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// InTx runs fn in one transaction, committed if fn returns nil.
+// InTx runs fn in one transaction, committed if fn returns nil; then it runs
+// the functions given to AfterCommit, in order.
 func (s *Store) InTx(ctx context.Context, fn func(q *Queries) error) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		return fn(&Queries{q: tx})
+	var hooks []func()
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		return fn(&Queries{q: tx, afterCommit: &hooks})
 	})
+	if err != nil {
+		return err
+	}
+	for _, h := range hooks {
+		h()
+	}
+	return nil
 }
 
 // migrateUp applies the embedded migrations, under tern's advisory lock so that
