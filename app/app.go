@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog"
+	"github.com/sirupsen/logrus"
 
 	"chappe/accountdata"
 	"chappe/accounts"
@@ -185,8 +186,14 @@ func NewMedia(cfg config.Config, store *sqlstore.Store) (*media.Service, error) 
 	})
 }
 
+// quietLibraryLogs silences logrus, which only gomatrixserverlib uses: its
+// messages ("Checking event signatures…") would bypass our structured log;
+// what matters of them reaches our log through the errors it returns.
+func quietLibraryLogs() { logrus.SetOutput(io.Discard) }
+
 // Open builds a server from a verified configuration.
 func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, error) {
+	quietLibraryLogs()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 
+	"chappe/mxerr"
 	"chappe/sqlstore"
 )
 
@@ -104,14 +105,17 @@ func (w *writer) storeRemote(ctx context.Context, ev gomatrixserverlib.PDU, befo
 
 // insertOrPlace stores a new timeline event, or gives an outlier we already
 // hold its place in the timeline.
+// (Looked up first: a failed INSERT would abort the whole transaction.)
 func (w *writer) insertOrPlace(ctx context.Context, row *sqlstore.Event) error {
-	err := w.q.InsertEvent(ctx, row)
-	if !errors.Is(err, sqlstore.ErrConflict) {
-		return err
-	}
 	known, err := w.q.EventByID(ctx, row.EventID)
+	if errors.Is(err, sqlstore.ErrNotFound) {
+		return w.q.InsertEvent(ctx, row)
+	}
 	if err != nil {
 		return err
+	}
+	if !known.Outlier || known.Rejected != nil {
+		return mxerr.New(mxerr.Unknown, "Event %s is already stored", row.EventID)
 	}
 	row.NID = known.NID
 	return w.q.PlaceOutlier(ctx, row)
