@@ -128,30 +128,12 @@ func TestFederationJoinByAliasAndChat(t *testing.T) {
 	sendText(t, bob, room.RoomID, "bonjour de hs2")
 	waitFor(t, "both messages on hs2", 10*time.Second, func() bool {
 		b := roomMessages(t, bob, room.RoomID)
-		return contains(b, "bonjour de hs1") && contains(b, "bonjour de hs2")
+		return slices.Contains(b, "bonjour de hs1") && slices.Contains(b, "bonjour de hs2")
 	})
 	waitFor(t, "both messages on hs1", 10*time.Second, func() bool {
 		b := roomMessages(t, alice, room.RoomID)
-		return contains(b, "bonjour de hs1") && contains(b, "bonjour de hs2")
+		return slices.Contains(b, "bonjour de hs1") && slices.Contains(b, "bonjour de hs2")
 	})
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// httpStatus is the HTTP status of a mautrix error, 0 if none.
-func httpStatus(err error) int {
-	var httpErr mautrix.HTTPError
-	if errors.As(err, &httpErr) && httpErr.Response != nil {
-		return httpErr.Response.StatusCode
-	}
-	return 0
 }
 
 // wantForbidden fails unless err is 403 M_FORBIDDEN saying the server is
@@ -200,7 +182,7 @@ func TestFederationUnlistedServerIsRefused(t *testing.T) {
 	// Listed servers keep talking, and never opened a connection to hs3
 	// (no key fetch, no discovery, nothing).
 	sendText(t, bob, roomID, "still here")
-	waitFor(t, "bob's message on hs1", 10*time.Second, func() bool { return contains(roomMessages(t, alice, roomID), "still here") })
+	waitFor(t, "bob's message on hs1", 10*time.Second, func() bool { return slices.Contains(roomMessages(t, alice, roomID), "still here") })
 	if n := rogue.FedAccepts(); n != 0 {
 		t.Fatalf("the listed servers connected %d times to the unlisted server", n)
 	}
@@ -212,7 +194,7 @@ func TestFederationRemovalAtRuntime(t *testing.T) {
 	fed, hs1, hs2 := fedPair(t)
 	alice, bob, roomID := sharedRoom(t, hs1, hs2, "removal")
 	sendText(t, alice, roomID, "before removal")
-	waitFor(t, "first message on hs2", 10*time.Second, func() bool { return contains(roomMessages(t, bob, roomID), "before removal") })
+	waitFor(t, "first message on hs2", 10*time.Second, func() bool { return slices.Contains(roomMessages(t, bob, roomID), "before removal") })
 
 	fed.Remove(t, hs2.Name)
 	fed.Publish(t)
@@ -220,10 +202,10 @@ func TestFederationRemovalAtRuntime(t *testing.T) {
 	sendText(t, alice, roomID, "while removed (hs1)")
 	sendText(t, bob, roomID, "while removed (hs2)")
 	time.Sleep(2 * time.Second) // time for a delivery that should not happen
-	if contains(roomMessages(t, bob, roomID), "while removed (hs1)") {
+	if slices.Contains(roomMessages(t, bob, roomID), "while removed (hs1)") {
 		t.Fatal("hs1 delivered to hs2 after hs2 was removed from the list")
 	}
-	if contains(roomMessages(t, alice, roomID), "while removed (hs2)") {
+	if slices.Contains(roomMessages(t, alice, roomID), "while removed (hs2)") {
 		t.Fatal("hs1 accepted an event from hs2 after hs2 was removed from the list")
 	}
 	if n := hs2.FedAccepts(); n != accepts {
@@ -235,10 +217,10 @@ func TestFederationRemovalAtRuntime(t *testing.T) {
 	sendText(t, alice, roomID, "after re-adding")
 	waitFor(t, "hs1's messages on hs2 after re-adding", 20*time.Second, func() bool {
 		b := roomMessages(t, bob, roomID)
-		return contains(b, "while removed (hs1)") && contains(b, "after re-adding")
+		return slices.Contains(b, "while removed (hs1)") && slices.Contains(b, "after re-adding")
 	})
 	waitFor(t, "hs2's message on hs1 after re-adding", 20*time.Second, func() bool {
-		return contains(roomMessages(t, alice, roomID), "while removed (hs2)")
+		return slices.Contains(roomMessages(t, alice, roomID), "while removed (hs2)")
 	})
 }
 
@@ -305,7 +287,7 @@ func TestFederationConcurrentChangesConverge(t *testing.T) {
 		waitFor(t, fmt.Sprintf("every message on %s's server", c.UserID), 30*time.Second, func() bool {
 			got := roomMessages(t, c, roomID)
 			for _, w := range want {
-				if !contains(got, w) {
+				if !slices.Contains(got, w) {
 					return false
 				}
 			}

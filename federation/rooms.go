@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/rs/zerolog"
 
 	"chappe/mxerr"
 	"chappe/mxhttp"
@@ -126,7 +128,7 @@ func (e *RoomEndpoints) send(w http.ResponseWriter, r *http.Request) {
 			id = "pdu#" + strconv.Itoa(i) // an unparseable PDU has no ID to report under
 		}
 		if err != nil {
-			results[id] = pduResult{Error: err.Error()}
+			results[id] = pduResult{Error: pduError(r, err)}
 		} else {
 			results[id] = pduResult{}
 		}
@@ -138,6 +140,17 @@ func (e *RoomEndpoints) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mxhttp.WriteJSON(w, http.StatusOK, json.RawMessage(resp))
+}
+
+// pduError is a PDU's error as the sending server sees it: the Matrix
+// error's message, or a generic one (logged here) for an internal failure.
+func pduError(r *http.Request, err error) string {
+	var e *mxerr.Error
+	if errors.As(err, &e) || errors.Is(err, roomserver.ErrRejected) {
+		return err.Error()
+	}
+	zerolog.Ctx(r.Context()).Error().Err(err).Msg("processing a received PDU")
+	return "internal error while processing the event"
 }
 
 func (e *RoomEndpoints) makeMembership(membership string) http.HandlerFunc {
@@ -192,8 +205,8 @@ func (e *RoomEndpoints) invite(w http.ResponseWriter, r *http.Request) {
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event": signed})
 }
 
-// oneEventTxn is the transaction shape of /event and /backfill answers.
-func (e *RoomEndpoints) oneEventTxn(pdus []json.RawMessage) map[string]any {
+// txnOf is the transaction shape of /event and /backfill answers.
+func (e *RoomEndpoints) txnOf(pdus []json.RawMessage) map[string]any {
 	if pdus == nil {
 		pdus = []json.RawMessage{}
 	}
@@ -206,7 +219,7 @@ func (e *RoomEndpoints) event(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, e.oneEventTxn([]json.RawMessage{raw}))
+	mxhttp.WriteJSON(w, http.StatusOK, e.txnOf([]json.RawMessage{raw}))
 }
 
 func (e *RoomEndpoints) state(idsOnly bool) http.HandlerFunc {
@@ -250,7 +263,7 @@ func (e *RoomEndpoints) backfill(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, e.oneEventTxn(pdus))
+	mxhttp.WriteJSON(w, http.StatusOK, e.txnOf(pdus))
 }
 
 func (e *RoomEndpoints) missingEvents(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -146,7 +147,7 @@ func (r *Roomserver) storeStubMembership(ctx context.Context, version string, ev
 	return r.inTx(ctx, func(t *txn) error {
 		room := sqlstore.Room{RoomID: roomID, RoomVersion: version, Creator: "", CreatedTS: r.now().UnixMilli(), ForwardExtremities: []string{}}
 		err := t.InsertRoom(ctx, room)
-		if err == sqlstore.ErrConflict {
+		if errors.Is(err, sqlstore.ErrConflict) {
 			room, err = t.LockRoom(ctx, roomID)
 		}
 		if err != nil {

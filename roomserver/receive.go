@@ -34,8 +34,8 @@ const maxFetchDepth = 16
 // maxMissingEvents is how many events one /get_missing_events asks for.
 const maxMissingEvents = 20
 
-// errRejected marks an event refused by the auth rules (stored as rejected).
-var errRejected = errors.New("rejected")
+// ErrRejected marks an event refused by the auth rules (stored as rejected).
+var ErrRejected = errors.New("rejected")
 
 // ReceivePDU checks and stores one PDU that origin sent in a transaction.
 // The error, if any, is the per-PDU error of the transaction's answer.
@@ -129,7 +129,7 @@ func (r *Roomserver) ingest(ctx context.Context, origin, version string, ev goma
 		return err
 	}
 	if err := r.checkAgainstState(ctx, r.db(), version, ev, before); err != nil {
-		return r.storeRejected(ctx, version, ev, err)
+		return r.storeRejected(ctx, ev, err)
 	}
 	return r.inTx(ctx, func(t *txn) error {
 		w, err := r.openWriter(ctx, t, ev.RoomID().String())
@@ -170,7 +170,7 @@ func (r *Roomserver) checkAgainstAuthEvents(ctx context.Context, origin, version
 	for _, id := range authIDs {
 		row := have[id]
 		if row.Rejected != nil {
-			return r.storeRejected(ctx, version, ev, fmt.Errorf("its auth event %s was rejected", id))
+			return r.storeRejected(ctx, ev, fmt.Errorf("its auth event %s was rejected", id))
 		}
 		parsed, err := parseStored(version, row.JSON, row.RedactedBy != nil)
 		if err != nil {
@@ -180,10 +180,10 @@ func (r *Roomserver) checkAgainstAuthEvents(ctx context.Context, origin, version
 	}
 	provider, err := newAuthEvents(auth)
 	if err != nil {
-		return r.storeRejected(ctx, version, ev, err)
+		return r.storeRejected(ctx, ev, err)
 	}
 	if err := checkAuth(ev, provider); err != nil {
-		return r.storeRejected(ctx, version, ev, err)
+		return r.storeRejected(ctx, ev, err)
 	}
 	return nil
 }
@@ -202,7 +202,7 @@ func (r *Roomserver) fetchOutlier(ctx context.Context, server, version, eventID 
 	if ev.EventID() != eventID {
 		return sqlstore.Event{}, mxerr.New(mxerr.Forbidden, "%s answered event %s when asked for %s", server, ev.EventID(), eventID)
 	}
-	if err := r.checkAgainstAuthEvents(ctx, server, version, ev, depth); err != nil && !errors.Is(err, errRejected) {
+	if err := r.checkAgainstAuthEvents(ctx, server, version, ev, depth); err != nil && !errors.Is(err, ErrRejected) {
 		return sqlstore.Event{}, err
 	}
 	return r.storeOutlier(ctx, ev, nil)
@@ -217,14 +217,14 @@ func (r *Roomserver) storeOutlier(ctx context.Context, ev gomatrixserverlib.PDU,
 }
 
 // storeRejected records ev as rejected for cause, and returns the error
-// that reports it (wrapping errRejected).
-func (r *Roomserver) storeRejected(ctx context.Context, _ string, ev gomatrixserverlib.PDU, cause error) error {
+// that reports it (wrapping ErrRejected).
+func (r *Roomserver) storeRejected(ctx context.Context, ev gomatrixserverlib.PDU, cause error) error {
 	reason := cause.Error()
 	if _, err := r.storeOutlier(ctx, ev, &reason); err != nil {
 		return err
 	}
 	r.log(ctx).Info().Str("event_id", ev.EventID()).Str("reason", reason).Msg("rejected a remote event")
-	return fmt.Errorf("event %s %w by the auth rules: %s", ev.EventID(), errRejected, reason)
+	return fmt.Errorf("event %s %w by the auth rules: %s", ev.EventID(), ErrRejected, reason)
 }
 
 // rowOf is the events row of an event, before it is placed.
@@ -274,7 +274,7 @@ func (r *Roomserver) fetchMissingPrevEvents(ctx context.Context, origin, version
 	}
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
 	for _, got := range evs {
-		if err := r.ingest(ctx, origin, version, got, 1); err != nil && !errors.Is(err, errRejected) {
+		if err := r.ingest(ctx, origin, version, got, 1); err != nil && !errors.Is(err, ErrRejected) {
 			return err
 		}
 	}
@@ -313,7 +313,7 @@ func (r *Roomserver) stateBeforeRemote(ctx context.Context, origin, version stri
 	for _, prevID := range ev.PrevEventIDs() {
 		prev, err := q.EventByID(ctx, prevID)
 		if err == nil && !prev.Outlier && prev.Rejected == nil {
-			after, err := r.stateAfterRow(ctx, q, version, prev)
+			after, err := r.stateAfterRow(ctx, q, prev)
 			if err != nil {
 				return nil, err
 			}
@@ -334,7 +334,7 @@ func (r *Roomserver) stateBeforeRemote(ctx context.Context, origin, version stri
 
 // stateAfterRow is the state after a timeline event: the state before it,
 // plus itself if it is a state event.
-func (r *Roomserver) stateAfterRow(ctx context.Context, q *sqlstore.Queries, _ string, row sqlstore.Event) (map[stateKey]int64, error) {
+func (r *Roomserver) stateAfterRow(ctx context.Context, q *sqlstore.Queries, row sqlstore.Event) (map[stateKey]int64, error) {
 	snap, err := r.loadSnapshot(ctx, q, row.StateBefore)
 	if err != nil {
 		return nil, err
@@ -418,7 +418,11 @@ func (r *Roomserver) mergeStates(ctx context.Context, q *sqlstore.Queries, versi
 			}
 		}
 	}
-	authChain, err := r.authChainOf(ctx, q, version, evs)
+	all := make([]gomatrixserverlib.PDU, 0, len(evs))
+	for _, ev := range evs {
+		all = append(all, ev)
+	}
+	authChain, err := r.authChainOf(ctx, q, version, all)
 	if err != nil {
 		return nil, err
 	}
@@ -441,7 +445,7 @@ func (r *Roomserver) mergeStates(ctx context.Context, q *sqlstore.Queries, versi
 
 // authChainOf loads the full auth chains of evs (every auth event,
 // recursively) from the database.
-func (r *Roomserver) authChainOf(ctx context.Context, q *sqlstore.Queries, version string, evs map[int64]gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
+func (r *Roomserver) authChainOf(ctx context.Context, q *sqlstore.Queries, version string, evs []gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
 	seen := map[string]bool{}
 	var chain []gomatrixserverlib.PDU
 	var frontier []string

@@ -178,12 +178,9 @@ func (r *Roomserver) stateAndAuthChain(ctx context.Context, version string, nid 
 	if err != nil {
 		return nil, nil, err
 	}
-	all := map[int64]gomatrixserverlib.PDU{}
-	for i, ev := range state {
-		all[int64(-1-i)] = ev // keys only need to be distinct
-	}
+	all := state
 	if extra != nil {
-		all[0] = extra
+		all = append(slices.Clip(state), extra)
 	}
 	authChain, err = r.authChainOf(ctx, q, version, all)
 	return state, authChain, err
@@ -285,7 +282,7 @@ func (r *Roomserver) EventAuthForServer(ctx context.Context, origin, roomID, eve
 	if err != nil {
 		return nil, err
 	}
-	return r.authChainOf(ctx, r.db(), version, map[int64]gomatrixserverlib.PDU{row.NID: ev})
+	return r.authChainOf(ctx, r.db(), version, []gomatrixserverlib.PDU{ev})
 }
 
 // MissingEventsForServer answers POST /get_missing_events: walking
