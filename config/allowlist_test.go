@@ -51,6 +51,7 @@ func TestAllowlistVerify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := Defaults()
+			c.Federation.Listen = "" // no certificate here: no listener
 			tt.set(&c.Allowlist)
 			err := c.Verify()
 			switch {
@@ -75,6 +76,7 @@ func TestAllowlistDefaultsAndEnv(t *testing.T) {
 		"CHAPPE_ALLOWLIST_FEDERATION=etat.gouv.fr",
 		"CHAPPE_ALLOWLIST_MODE=open",
 		"CHAPPE_ALLOWLIST_REFRESH_INTERVAL=30s",
+		"CHAPPE_FEDERATION_LISTEN=", // no certificate here: no listener
 	})
 	if err != nil {
 		t.Fatal(err)

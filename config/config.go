@@ -157,8 +157,10 @@ type Federation struct {
 	// Enabled switches federation on. When off, no listener is started and
 	// every outbound request is refused.
 	Enabled bool `yaml:"enabled"`
-	// Listen is host:port of the federation TLS listener (e.g.
-	// 0.0.0.0:8448). Empty: none.
+	// Listen is host:port of the federation TLS listener (default
+	// 0.0.0.0:8448). It starts when a certificate is configured; a server
+	// in a federation (allowlist.trusted_keys set) must have one. Empty:
+	// none.
 	Listen string `yaml:"listen"`
 	// TLSCert and TLSKey are the PEM files of the listener's certificate
 	// (for server_name) and private key.
@@ -178,11 +180,17 @@ type Federation struct {
 }
 
 // FederationListens tells whether the federation TLS listener is to be
-// started: federation enabled with a listen address (Verify requires the
-// certificate then).
+// started: federation enabled, with a listen address and a certificate. A
+// standalone server (no allowlist) without a certificate runs without
+// one; Verify refuses a federation member without a certificate.
 func (c *Config) FederationListens() bool {
-	return c.Federation.Enabled && c.Federation.Listen != ""
+	f := c.Federation
+	return f.Enabled && f.Listen != "" && f.TLSCert != "" && f.TLSKey != ""
 }
+
+// inFederation tells whether the server is configured to join a
+// federation: it trusts officers' keys for an allowlist.
+func (c *Config) inFederation() bool { return len(c.Allowlist.TrustedKeys) > 0 }
 
 // WellKnown is what /.well-known/matrix/* answers.
 type WellKnown struct {
@@ -310,6 +318,7 @@ func Defaults() Config {
 		},
 		Federation: Federation{
 			Enabled:         true,
+			Listen:          "0.0.0.0:8448",
 			RequestTimeout:  Duration(30 * time.Second),
 			MaxRequestBytes: 10 << 20,
 			BackoffInitial:  Duration(5 * time.Second),
@@ -527,9 +536,10 @@ func (c *Config) verifyFederation(bad func(key, format string, args ...any)) {
 	if (f.TLSCert == "") != (f.TLSKey == "") {
 		bad("federation.tls_cert", "tls_cert and tls_key go together: set both or neither")
 	}
-	if f.Enabled && f.Listen != "" && (f.TLSCert == "" || f.TLSKey == "") {
-		bad("federation.tls_cert", "tls_cert and tls_key are required when federation is enabled with a listen address: "+
-			"other servers only talk to this one over TLS with a certificate for %s", c.ServerName)
+	if f.Enabled && f.Listen != "" && c.inFederation() && (f.TLSCert == "" || f.TLSKey == "") {
+		bad("federation.tls_cert", "tls_cert and tls_key are required when federation is enabled with a listen address "+
+			"on a server of a federation (allowlist.trusted_keys set): other servers only talk to this one over TLS "+
+			"with a certificate for %s (or set federation.listen to \"\" to accept no federation requests)", c.ServerName)
 	}
 	if f.TLSCert != "" && f.TLSKey != "" {
 		if _, err := tls.LoadX509KeyPair(f.TLSCert, f.TLSKey); err != nil {

@@ -51,6 +51,7 @@ func TestVerifyFederation(t *testing.T) {
 	if err := os.WriteFile(garbage, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	inFederation := false // the case's server trusts officer keys
 	tests := []struct {
 		name    string
 		set     func(*Federation)
@@ -60,8 +61,10 @@ func TestVerifyFederation(t *testing.T) {
 		{"listener with certificate and CA bundle", func(f *Federation) {
 			f.Listen, f.TLSCert, f.TLSKey, f.CAFile = "0.0.0.0:8448", cert, key, cert
 		}, ""},
-		{"listener without certificate", func(f *Federation) { f.Listen = "0.0.0.0:8448" }, "federation.tls_cert: tls_cert and tls_key are required"},
-		{"disabled listener needs no certificate", func(f *Federation) { f.Enabled, f.Listen = false, "0.0.0.0:8448" }, ""},
+		{"standalone server without certificate", func(f *Federation) {}, ""},
+		{"federation member without certificate", func(f *Federation) { inFederation = true }, "federation.tls_cert: tls_cert and tls_key are required"},
+		{"federation member without listener", func(f *Federation) { inFederation, f.Listen = true, "" }, ""},
+		{"disabled listener needs no certificate", func(f *Federation) { inFederation, f.Enabled = true, false }, ""},
 		{"certificate without key", func(f *Federation) { f.TLSCert = cert }, "set both or neither"},
 		{"unreadable certificate", func(f *Federation) { f.TLSCert, f.TLSKey = garbage, key }, "cannot load the certificate"},
 		{"bad listen", func(f *Federation) { f.Listen, f.TLSCert, f.TLSKey = "8448", cert, key }, "federation.listen"},
@@ -73,7 +76,11 @@ func TestVerifyFederation(t *testing.T) {
 	}
 	for _, tc := range tests {
 		cfg := Defaults()
+		inFederation = false
 		tc.set(&cfg.Federation)
+		if inFederation {
+			cfg.Allowlist.Federation, cfg.Allowlist.TrustedKeys, cfg.Allowlist.Threshold = "gouv.test", []string{keyAlice}, 1
+		}
 		err := cfg.Verify()
 		switch {
 		case tc.wantErr == "" && err != nil:
@@ -84,7 +91,8 @@ func TestVerifyFederation(t *testing.T) {
 	}
 	// Every problem is reported at once.
 	cfg := Defaults()
-	cfg.Federation.Listen, cfg.Federation.RequestTimeout, cfg.Federation.MaxRequestBytes = "0.0.0.0:8448", 0, 0
+	cfg.Allowlist.Federation, cfg.Allowlist.TrustedKeys, cfg.Allowlist.Threshold = "gouv.test", []string{keyAlice}, 1
+	cfg.Federation.RequestTimeout, cfg.Federation.MaxRequestBytes = 0, 0
 	err := cfg.Verify()
 	for _, want := range []string{"federation.tls_cert", "federation.request_timeout", "federation.max_request_bytes"} {
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -256,7 +256,9 @@ func ParseToken(s string) (Position, error) {
 	}
 	depth, err1 := strconv.ParseInt(d, 10, 64)
 	stream, err2 := strconv.ParseInt(st, 10, 64)
-	if err1 != nil || err2 != nil || depth < 0 || stream < 0 {
+	// The stream part is negative in backfilled history (see
+	// sqlstore.NextBackfillPosition).
+	if err1 != nil || err2 != nil || depth < 0 {
 		return Position{}, bad
 	}
 	return Position{Depth: depth, Stream: stream}, nil
@@ -280,8 +282,12 @@ type MessagesResponse struct {
 	State []ClientEvent `json:"state,omitempty"`
 }
 
+// maxBackfillsPerPage bounds the backfills one /messages request may wait for.
+const maxBackfillsPerPage = 3
+
 // Messages pages through the room's history with history visibility
-// applied. end is omitted when there is nothing more in that direction.
+// applied; paging back past the history we hold backfills it from the
+// room's other servers. end is omitted when there is nothing more in that direction.
 // Spec: GET /rooms/{roomId}/messages.
 func (r *Roomserver) Messages(ctx context.Context, viewer Viewer, roomID string, req MessagesRequest) (MessagesResponse, error) {
 	rd, err := r.openReader(ctx, roomID, viewer.UserID)
@@ -328,38 +334,56 @@ func (r *Roomserver) Messages(ctx context.Context, viewer Viewer, roomID string,
 	resp := MessagesResponse{Start: Token(from), Chunk: []ClientEvent{}}
 	var kept []sqlstore.Event
 	pos := from
-	exhausted := false
-	for len(kept) < limit && !exhausted {
-		page, err := rd.q.EventsPage(ctx, roomID, pos, req.Forwards, limit, req.Filter)
-		if err != nil {
-			return MessagesResponse{}, err
-		}
-		if len(page) < limit {
-			exhausted = true
-		}
-		for _, row := range page {
-			p := posOf(row)
-			// A forward page stops at the gap "to" (events before it); a
-			// backward page at the events at or after it.
-			if to != nil && ((req.Forwards && !before(p, *to)) || (!req.Forwards && before(p, *to))) {
-				exhausted = true
-				break
-			}
-			if req.Forwards {
-				pos = gapAfter(p)
-			} else {
-				pos = p
-			}
-			ok, err := rd.canSee(ctx, row)
+	exhausted, reachedTo := false, false
+	for backfills := 0; ; backfills++ {
+		for len(kept) < limit && !exhausted {
+			page, err := rd.q.EventsPage(ctx, roomID, pos, req.Forwards, limit, req.Filter)
 			if err != nil {
 				return MessagesResponse{}, err
 			}
-			if ok {
-				kept = append(kept, row)
-				if len(kept) == limit {
+			if len(page) < limit {
+				exhausted = true
+			}
+			for _, row := range page {
+				p := posOf(row)
+				// A forward page stops at the gap "to" (events before it); a
+				// backward page at the events at or after it.
+				if to != nil && ((req.Forwards && !before(p, *to)) || (!req.Forwards && before(p, *to))) {
+					exhausted, reachedTo = true, true
 					break
 				}
+				if req.Forwards {
+					pos = gapAfter(p)
+				} else {
+					pos = p
+				}
+				ok, err := rd.canSee(ctx, row)
+				if err != nil {
+					return MessagesResponse{}, err
+				}
+				if ok {
+					kept = append(kept, row)
+					if len(kept) == limit {
+						break
+					}
+				}
 			}
+		}
+		// Paging back past the oldest event we hold: ask the room's other
+		// servers for the history before it, then page on.
+		if req.Forwards || reachedTo || len(kept) >= limit || backfills == maxBackfillsPerPage {
+			break
+		}
+		if got, err := r.backfill(ctx, roomID); err != nil || !got {
+			if err != nil {
+				r.log(ctx).Warn().Err(err).Str("room_id", roomID).Msg("backfill")
+			}
+			break
+		}
+		exhausted = false
+		// Backfilled history may hold the viewer's earlier memberships.
+		if rd, err = r.openReader(ctx, roomID, viewer.UserID); err != nil {
+			return MessagesResponse{}, err
 		}
 	}
 	if resp.Chunk, err = r.formatEvents(ctx, rd.q, rd.room, viewer, kept); err != nil {

@@ -52,7 +52,7 @@ func (r *Roomserver) ReceivePDU(ctx context.Context, origin string, raw json.Raw
 	if err != nil {
 		return "", err
 	}
-	return ev.EventID(), r.ingest(ctx, origin, version, ev, 0)
+	return ev.EventID(), r.ingest(ctx, origin, version, ev, 0, placeLive)
 }
 
 // parsePDU applies the checks on receipt that need no other event: format
@@ -104,9 +104,9 @@ func (r *Roomserver) checkBorder(ev gomatrixserverlib.PDU) error {
 // ingest takes a checked event into the room: its auth events are fetched
 // when missing (from origin), it is checked against them, its place in the
 // graph is found (missing prev_events fetched, or the state at the gap
-// asked for), it is checked against the state before it, and stored.
-// depth counts the recursion of fetches.
-func (r *Roomserver) ingest(ctx context.Context, origin, version string, ev gomatrixserverlib.PDU, depth int) error {
+// asked for), it is checked against the state before it, and stored where
+// place says. depth counts the recursion of fetches.
+func (r *Roomserver) ingest(ctx context.Context, origin, version string, ev gomatrixserverlib.PDU, depth int, place placement) error {
 	known, err := r.db().EventByID(ctx, ev.EventID())
 	switch {
 	case err == nil && known.Rejected != nil:
@@ -119,7 +119,7 @@ func (r *Roomserver) ingest(ctx context.Context, origin, version string, ev goma
 	if err := r.checkAgainstAuthEvents(ctx, origin, version, ev, depth); err != nil {
 		return err
 	}
-	if depth == 0 {
+	if depth == 0 && place == placeLive {
 		if err := r.fetchMissingPrevEvents(ctx, origin, version, ev); err != nil {
 			r.log(ctx).Warn().Err(err).Str("event_id", ev.EventID()).Msg("filling a gap with get_missing_events")
 		}
@@ -136,7 +136,7 @@ func (r *Roomserver) ingest(ctx context.Context, origin, version string, ev goma
 		if err != nil {
 			return err
 		}
-		_, err = w.storeRemote(ctx, ev, before, placeLive)
+		_, err = w.storeRemote(ctx, ev, before, place)
 		return err
 	})
 }
@@ -274,7 +274,7 @@ func (r *Roomserver) fetchMissingPrevEvents(ctx context.Context, origin, version
 	}
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
 	for _, got := range evs {
-		if err := r.ingest(ctx, origin, version, got, 1); err != nil && !errors.Is(err, ErrRejected) {
+		if err := r.ingest(ctx, origin, version, got, 1, placeLive); err != nil && !errors.Is(err, ErrRejected) {
 			return err
 		}
 	}

@@ -129,7 +129,7 @@ func (r *Roomserver) SendMembership(ctx context.Context, origin, roomID, eventID
 			ev = signEvent(ev, r.cfg.ServerName, r.key)
 		}
 	}
-	if err := r.ingest(WithRelay(ctx), origin, version, ev, 0); err != nil {
+	if err := r.ingest(WithRelay(ctx), origin, version, ev, 0, placeLive); err != nil {
 		return SendJoinResponse{}, err
 	}
 	resp := SendJoinResponse{Origin: r.cfg.ServerName, State: []json.RawMessage{}, AuthChain: []json.RawMessage{}}
@@ -233,7 +233,7 @@ func historyVisibilityOf(ev gomatrixserverlib.PDU) string {
 }
 
 // EventForServer answers GET /event/{eventId}: an accepted event of a room
-// origin may read.
+// origin may read (redacted if its history visibility hides it from origin).
 func (r *Roomserver) EventForServer(ctx context.Context, origin, eventID string) (json.RawMessage, error) {
 	row, err := r.db().EventByID(ctx, eventID)
 	if errors.Is(err, sqlstore.ErrNotFound) || (err == nil && row.Rejected != nil) {
@@ -242,10 +242,15 @@ func (r *Roomserver) EventForServer(ctx context.Context, origin, eventID string)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.checkServerMayRead(ctx, origin, row.RoomID); err != nil {
+	version, err := r.checkServerMayRead(ctx, origin, row.RoomID)
+	if err != nil {
 		return nil, err
 	}
-	return json.RawMessage(row.JSON), nil
+	evs, err := r.eventsForServer(ctx, origin, version, []sqlstore.Event{row})
+	if err != nil {
+		return nil, err
+	}
+	return evs[0], nil
 }
 
 // StateForServer answers GET /state and /state_ids: the state before
@@ -289,28 +294,39 @@ func (r *Roomserver) EventAuthForServer(ctx context.Context, origin, roomID, eve
 // prev_events back from latest, the events origin lacks, stopping at
 // earliest, oldest first.
 func (r *Roomserver) MissingEventsForServer(ctx context.Context, origin, roomID string, earliest, latest []string, limit int, minDepth int64) ([]json.RawMessage, error) {
-	if _, err := r.checkServerMayRead(ctx, origin, roomID); err != nil {
+	version, err := r.checkServerMayRead(ctx, origin, roomID)
+	if err != nil {
 		return nil, err
 	}
 	limit = min(max(limit, 1), 100)
-	return r.walkBack(ctx, roomID, latest, earliest, limit, minDepth, false)
+	rows, err := r.walkBack(ctx, roomID, latest, earliest, limit, minDepth, false)
+	if err != nil {
+		return nil, err
+	}
+	return r.eventsForServer(ctx, origin, version, rows)
 }
 
 // BackfillForServer answers GET /backfill: up to limit events from the
 // given ones backwards, including them.
 func (r *Roomserver) BackfillForServer(ctx context.Context, origin, roomID string, from []string, limit int) ([]json.RawMessage, error) {
-	if _, err := r.checkServerMayRead(ctx, origin, roomID); err != nil {
+	version, err := r.checkServerMayRead(ctx, origin, roomID)
+	if err != nil {
 		return nil, err
 	}
 	limit = min(max(limit, 1), 100)
-	return r.walkBack(ctx, roomID, from, nil, limit, 0, true)
+	rows, err := r.walkBack(ctx, roomID, from, nil, limit, 0, true)
+	if err != nil {
+		return nil, err
+	}
+	return r.eventsForServer(ctx, origin, version, rows)
 }
 
 // walkBack walks the DAG from start through prev_events, breadth first
 // (deepest first), never past stop, and returns up to limit accepted
 // timeline events. includeStart says whether the start events themselves
-// count (backfill) or only their ancestors (get_missing_events).
-func (r *Roomserver) walkBack(ctx context.Context, roomID string, start, stop []string, limit int, minDepth int64, includeStart bool) ([]json.RawMessage, error) {
+// count (backfill) or only their ancestors (get_missing_events). The
+// events come oldest first.
+func (r *Roomserver) walkBack(ctx context.Context, roomID string, start, stop []string, limit int, minDepth int64, includeStart bool) ([]sqlstore.Event, error) {
 	seen := map[string]bool{}
 	for _, id := range stop {
 		seen[id] = true
@@ -344,11 +360,7 @@ func (r *Roomserver) walkBack(ctx context.Context, roomID string, start, stop []
 		first = false
 	}
 	slices.SortFunc(out, func(a, b sqlstore.Event) int { return int(a.Depth - b.Depth) })
-	res := make([]json.RawMessage, 0, len(out))
-	for _, row := range out {
-		res = append(res, json.RawMessage(row.JSON))
-	}
-	return res, nil
+	return out, nil
 }
 
 // prevEventIDsOf reads prev_events from stored JSON, in both formats (room

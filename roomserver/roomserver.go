@@ -80,6 +80,9 @@ type Roomserver struct {
 	histories   *lru.Cache[string, cachedHistory]
 	// tails keeps the latest events of active rooms (see roomTail).
 	tails *lru.Cache[string, *roomTail]
+	// backfillQuiet holds, per room, until when a backfill is not tried
+	// again after one that brought nothing (see backfill).
+	backfillQuiet *lru.Cache[string, time.Time]
 }
 
 type cachedMemberships struct {
@@ -114,8 +117,9 @@ func New(cfg Config, store *sqlstore.Store, key signingkey.Key, profiles Profile
 	memberships, _ := lru.New[string, cachedMemberships](membershipCacheSize)
 	histories, _ := lru.New[string, cachedHistory](historyCacheSize)
 	tails, _ := lru.New[string, *roomTail](tailCacheSize)
+	backfillQuiet, _ := lru.New[string, time.Time](tailCacheSize)
 	return &Roomserver{cfg: cfg, store: store, key: key, profiles: profiles, hub: hub, listeners: listeners, now: time.Now, events: events, snapshots: snapshots, versions: versions,
-		memberships: memberships, histories: histories, tails: tails}
+		memberships: memberships, histories: histories, tails: tails, backfillQuiet: backfillQuiet}
 }
 
 // notFoundRoom is the error for a room this server does not know.

@@ -60,6 +60,9 @@ func testConfig(t testing.TB, serverName string, configure ...func(*config.Confi
 	cfg.Registration.SharedSecret = "test-shared-secret"
 	cfg.RateLimit.Enabled = false
 	cfg.Log.Level = "warn"
+	// No federation listener unless the test gives one (with a certificate;
+	// see Federation): a test never binds the default port 8448.
+	cfg.Federation.Listen = ""
 	for _, f := range configure {
 		f(&cfg)
 	}

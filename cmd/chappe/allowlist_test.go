@@ -251,6 +251,7 @@ func writeConfig(t *testing.T, path string, cfg config.Config) {
 	for _, k := range cfg.Allowlist.TrustedKeys {
 		b.WriteString("    - \"" + k + "\"\n")
 	}
+	b.WriteString("federation:\n  listen: \"\"\n") // no certificate here: no listener
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
