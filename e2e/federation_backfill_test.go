@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -147,5 +148,55 @@ func TestFederationBackfillHidesWhatTheServerMayNotSee(t *testing.T) {
 	}
 	if messages != 2 || !bodies["après bob"] || bodies["avant bob"] {
 		t.Fatalf("backfill to hs2 has %d messages with bodies %v, want both messages, only the one after bob's join readable", messages, bodies)
+	}
+}
+
+// TestFederationJumpToDateAcrossServers: bob on hs2, who holds nothing of
+// the room before his join, asks for the event at a time before it (a
+// client's "jump to date"): hs2 asks hs1 (GET /timestamp_to_event),
+// backfills up to the answer, and gives the same event as hs1 gives alice,
+// which bob can then read around.
+func TestFederationJumpToDateAcrossServers(t *testing.T) {
+	_, hs1, hs2 := fedPair(t)
+	alice := registerUser(t, hs1.URL, "alice")
+	bob := registerUser(t, hs2.URL, "bob")
+	room, err := alice.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "calendrier"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var target id.EventID
+	for i := range 80 {
+		evID := sendText(t, alice, room.RoomID, fmt.Sprintf("message %d", i))
+		if i == 10 {
+			target = evID
+		}
+	}
+	ev, err := alice.GetEvent(t.Context(), room.RoomID, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	when := time.UnixMilli(ev.Timestamp)
+	if _, err := bob.JoinRoom(t.Context(), "#calendrier:hs1.chappe.test", nil); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	for _, dir := range []mautrix.Direction{mautrix.DirectionForward, mautrix.DirectionBackward} {
+		onHS1, err := alice.TimestampToEvent(t.Context(), room.RoomID, when, dir)
+		if err != nil {
+			t.Fatalf("hs1 timestamp_to_event dir=%c: %v", dir, err)
+		}
+		onHS2, err := bob.TimestampToEvent(t.Context(), room.RoomID, when, dir)
+		if err != nil {
+			t.Fatalf("hs2 timestamp_to_event dir=%c: %v", dir, err)
+		}
+		if onHS2.EventID != onHS1.EventID || onHS2.Timestamp != onHS1.Timestamp {
+			t.Fatalf("dir=%c: hs2 answers %s at %v, hs1 %s at %v", dir, onHS2.EventID, onHS2.Timestamp, onHS1.EventID, onHS1.Timestamp)
+		}
+	}
+	around, err := bob.Context(t.Context(), room.RoomID, target, nil, 4)
+	if err != nil {
+		t.Fatalf("bob reads around the event on hs2: %v", err)
+	}
+	if bodyOf(around.Event) != "message 10" || len(around.EventsBefore) == 0 || len(around.EventsAfter) == 0 {
+		t.Fatalf("context on hs2: %q with %d before, %d after", bodyOf(around.Event), len(around.EventsBefore), len(around.EventsAfter))
 	}
 }

@@ -145,6 +145,21 @@ func (r *Remote) Backfill(ctx context.Context, server, roomID string, from []str
 	return out.PDUs, err
 }
 
+// TimestampToEvent is GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=…&dir=f|b.
+func (r *Remote) TimestampToEvent(ctx context.Context, server, roomID string, ts int64, forwards bool) (string, int64, error) {
+	dir := "b"
+	if forwards {
+		dir = "f"
+	}
+	var out struct {
+		EventID        string `json:"event_id"`
+		OriginServerTS int64  `json:"origin_server_ts"`
+	}
+	err := r.do(ctx, Request{Destination: server, Method: http.MethodGet, Path: fedPath("/_matrix/federation/v1/timestamp_to_event", roomID),
+		Query: url.Values{"ts": {strconv.FormatInt(ts, 10)}, "dir": {dir}}}, &out)
+	return out.EventID, out.OriginServerTS, err
+}
+
 // QueryAlias is GET /_matrix/federation/v1/query/directory?room_alias=.
 func (r *Remote) QueryAlias(ctx context.Context, server, alias string) (string, []string, error) {
 	var out struct {

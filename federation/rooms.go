@@ -35,6 +35,7 @@ type Rooms interface {
 	EventAuthForServer(ctx context.Context, origin, roomID, eventID string) ([]gomatrixserverlib.PDU, error)
 	MissingEventsForServer(ctx context.Context, origin, roomID string, earliest, latest []string, limit int, minDepth int64) ([]json.RawMessage, error)
 	BackfillForServer(ctx context.Context, origin, roomID string, from []string, limit int) ([]json.RawMessage, error)
+	TimestampToEventForServer(ctx context.Context, origin, roomID string, ts int64, forwards bool) (string, int64, error)
 	LocalAlias(ctx context.Context, alias string) (roomserver.AliasTarget, error)
 }
 
@@ -69,6 +70,7 @@ func (e *RoomEndpoints) Register(r chi.Router) {
 	r.Get(v1+"/event_auth/{roomId}/{eventId}", e.eventAuth)
 	r.Get(v1+"/backfill/{roomId}", e.backfill)
 	r.Post(v1+"/get_missing_events/{roomId}", e.missingEvents)
+	r.Get(v1+"/timestamp_to_event/{roomId}", e.timestampToEvent)
 	r.Get(v1+"/query/directory", e.queryDirectory)
 }
 
@@ -264,6 +266,24 @@ func (e *RoomEndpoints) backfill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mxhttp.WriteJSON(w, http.StatusOK, e.txnOf(pdus))
+}
+
+// timestampToEvent is GET /timestamp_to_event/{roomId}?ts=…&dir=f|b: our
+// event closest to ts that origin may see.
+func (e *RoomEndpoints) timestampToEvent(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	dir := q.Get("dir")
+	if err != nil || ts < 0 || (dir != "f" && dir != "b") {
+		mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "timestamp_to_event needs ts (milliseconds) and dir (f or b)"))
+		return
+	}
+	id, originTS, err := e.rooms.TimestampToEventForServer(r.Context(), Origin(r.Context()), param(r, "roomId"), ts, dir == "f")
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event_id": id, "origin_server_ts": originTS})
 }
 
 func (e *RoomEndpoints) missingEvents(w http.ResponseWriter, r *http.Request) {

@@ -55,6 +55,9 @@ type Remote interface {
 	MissingEvents(ctx context.Context, server, roomID string, earliest, latest []string, limit int, minDepth int64) ([]json.RawMessage, error)
 	// Backfill fetches history before some events (GET /backfill).
 	Backfill(ctx context.Context, server, roomID string, from []string, limit int) ([]json.RawMessage, error)
+	// TimestampToEvent finds server's event closest to ts in a direction
+	// (GET /timestamp_to_event).
+	TimestampToEvent(ctx context.Context, server, roomID string, ts int64, forwards bool) (eventID string, originTS int64, err error)
 	// QueryAlias resolves an alias of server (GET /query/directory).
 	QueryAlias(ctx context.Context, server, alias string) (roomID string, servers []string, err error)
 }

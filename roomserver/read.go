@@ -484,8 +484,9 @@ func (r *Roomserver) Context(ctx context.Context, viewer Viewer, roomID, eventID
 	return resp, nil
 }
 
-// TimestampToEvent finds the visible event closest to ts in the direction.
-// Spec: GET /rooms/{roomId}/timestamp_to_event.
+// TimestampToEvent finds the visible event closest to ts in the direction,
+// asking the room's other servers when the time falls in history we lack
+// (see remoteNearTimestamp). Spec: GET /rooms/{roomId}/timestamp_to_event.
 func (r *Roomserver) TimestampToEvent(ctx context.Context, viewer Viewer, roomID string, ts int64, forwards bool) (string, int64, error) {
 	rd, err := r.openReader(ctx, roomID, viewer.UserID)
 	if err != nil {
@@ -498,18 +499,44 @@ func (r *Roomserver) TimestampToEvent(ctx context.Context, viewer Viewer, roomID
 			return "", 0, rd.notMember()
 		}
 	}
-	rows, err := rd.q.EventsNearTimestamp(ctx, roomID, ts, forwards, 100)
+	best, err := rd.nearTimestamp(ctx, ts, forwards)
 	if err != nil {
 		return "", 0, err
 	}
+	if remote, err := r.remoteNearTimestamp(ctx, rd, ts, forwards, best); err != nil {
+		r.log(ctx).Warn().Err(err).Str("room_id", roomID).Msg("timestamp_to_event over federation")
+	} else if remote != nil {
+		best = remote
+	}
+	if best == nil {
+		return "", 0, notFoundNear(ts, forwards)
+	}
+	return best.EventID, best.OriginServerTS, nil
+}
+
+// notFoundNear is the 404 of /timestamp_to_event.
+func notFoundNear(ts int64, forwards bool) error {
+	if forwards {
+		return mxerr.New(mxerr.NotFound, "No event found after %d", ts)
+	}
+	return mxerr.New(mxerr.NotFound, "No event found before %d", ts)
+}
+
+// nearTimestamp is the timeline event closest to ts in the direction that
+// the reader may see; nil if none.
+func (rd *reader) nearTimestamp(ctx context.Context, ts int64, forwards bool) (*sqlstore.Event, error) {
+	rows, err := rd.q.EventsNearTimestamp(ctx, rd.room.RoomID, ts, forwards, 100)
+	if err != nil {
+		return nil, err
+	}
 	for _, row := range rows {
 		if ok, err := rd.canSee(ctx, row); err != nil {
-			return "", 0, err
+			return nil, err
 		} else if ok {
-			return row.EventID, row.OriginServerTS, nil
+			return &row, nil
 		}
 	}
-	return "", 0, mxerr.New(mxerr.NotFound, "No event found %s %d", map[bool]string{true: "after", false: "before"}[forwards], ts)
+	return nil, nil
 }
 
 // RelationsRequest is GET /rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]].
