@@ -124,8 +124,11 @@ func (e *RoomEndpoints) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	results := map[string]pduResult{}
+	// Each PDU commits without waiting for the disk; recording the
+	// transaction below flushes them all before we acknowledge it.
+	ctx := sqlstore.FlushLater(r.Context())
 	for i, raw := range txn.PDUs {
-		id, err := e.rooms.ReceivePDU(r.Context(), origin, raw)
+		id, err := e.rooms.ReceivePDU(ctx, origin, raw)
 		if id == "" {
 			id = "pdu#" + strconv.Itoa(i) // an unparseable PDU has no ID to report under
 		}

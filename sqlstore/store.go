@@ -94,10 +94,16 @@ func (s *Store) Close() { s.pool.Close() }
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // InTx runs fn in one transaction, committed if fn returns nil; then it runs
-// the functions given to AfterCommit, in order.
+// the functions given to AfterCommit, in order. Under FlushLater, the
+// commit does not wait for the disk.
 func (s *Store) InTx(ctx context.Context, fn func(q *Queries) error) error {
 	var hooks []func()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if ctx.Value(flushLaterKey{}) != nil {
+			if _, err := tx.Exec(ctx, asyncCommitSQL); err != nil {
+				return err
+			}
+		}
 		return fn(&Queries{q: tx, afterCommit: &hooks})
 	})
 	if err != nil {
@@ -107,6 +113,27 @@ func (s *Store) InTx(ctx context.Context, fn func(q *Queries) error) error {
 		h()
 	}
 	return nil
+}
+
+type flushLaterKey struct{}
+
+const asyncCommitSQL = `SET LOCAL synchronous_commit = off`
+
+// FlushLater marks the transactions run with ctx as made durable by a later
+// one: they commit without waiting for the write-ahead log to reach the
+// disk, and the caller must run a normal (synchronous) write before it
+// acknowledges anything. PostgreSQL flushes the log in order, so that
+// write's commit makes every earlier commit durable too. Were the server to
+// crash before it, what was committed since may be lost, but nothing of it
+// was acknowledged: the sender sends it again. (Local clients may have
+// seen such an event through /sync meanwhile; it comes back with the
+// retry.)
+//
+// It is for the PDUs of one received federation transaction, whose
+// acknowledgement is the transaction's record (one disk flush per
+// transaction instead of one per PDU).
+func FlushLater(ctx context.Context) context.Context {
+	return context.WithValue(ctx, flushLaterKey{}, true)
 }
 
 // migrateUp applies the embedded migrations, under tern's advisory lock so that
