@@ -280,7 +280,7 @@ func (s *Server) router() http.Handler {
 		DefaultRoomVersion: cfg.Rooms.DefaultVersion,
 	}, clientapi.Deps{Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Sync: s.Sync, Allowlist: s.Allowlist,
 		AccountData: s.AccountData, Receipts: s.Ephemeral.Receipts, Typing: s.Ephemeral.Typing, Presence: s.Ephemeral.Presence,
-		UserDirectory: s.UserDir, TURN: s.TURN, Push: s.Push, E2EE: s.E2EE})
+		UserDirectory: s.UserDir, TURN: s.TURN, Push: s.Push, E2EE: s.E2EE, Remote: federation.NewRemoteQueries(s.Federation)})
 	api.Routes(r)
 	// The key document is also on the client port (harmless, and handy
 	// behind a reverse proxy); the federation listener serves it too.

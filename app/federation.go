@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"runtime/debug"
 
+	"github.com/go-chi/chi/v5"
+
 	"chappe/federation"
 	"chappe/roomserver"
 )
@@ -52,11 +54,15 @@ func (s *Server) newFederationServer() error {
 	fc := cfg.Federation
 	client := s.Federation
 	rooms := federation.NewRoomEndpoints(cfg.ServerName, s.Rooms, s.Store, fc.MaxRequestBytes)
+	queries := federation.NewQueryEndpoints(federation.QueryConfig{
+		ServerName: cfg.ServerName, ServePublicRooms: fc.ServePublicRooms, MaxRequestBytes: fc.MaxRequestBytes,
+	}, s.Accounts, s.Rooms)
 	srv := federation.NewServer(federation.ServerConfig{
 		ServerName: cfg.ServerName, Version: buildVersion(), MaxRequestBytes: fc.MaxRequestBytes,
 	}, federation.ServerDeps{
 		Keys: s.keyServer, KeyRing: s.KeyRing, Gate: s.Allowlist, Lists: s.Allowlist, Client: client, Log: s.Log,
-		Register: rooms.Register,
+		Register:     func(r chi.Router) { rooms.Register(r); queries.Register(r) },
+		RegisterOpen: queries.RegisterOpen,
 	})
 	s.fedHandler = srv.Handler()
 	if fc.TLSCert != "" && fc.TLSKey != "" {

@@ -17,6 +17,7 @@ import (
 	"chappe/mxerr"
 	"chappe/mxhttp"
 	"chappe/ratelimit"
+	"chappe/roomserver"
 )
 
 // Accounts is what the client API needs from the accounts component.
@@ -46,6 +47,20 @@ type Accounts interface {
 	SetProfileField(ctx context.Context, userID, key string, value json.RawMessage) error
 	DeleteProfileField(ctx context.Context, userID, key string) error
 	LocalpartOf(userID string) (string, bool)
+	RequestOpenIDToken(ctx context.Context, userID string) (accounts.OpenIDToken, error)
+}
+
+// Remote is what the client API asks other servers, through the one
+// outbound federation client (federation.RemoteQueries): a refusal of the
+// allowlist comes back as M_FORBIDDEN, the other server's own Matrix errors
+// as they are.
+type Remote interface {
+	// Profile is a user's profile on its own server, or one field (field
+	// not ""). Spec: server-server-api.md, GET /query/profile.
+	Profile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
+	// PublicRooms is a page of another server's room directory.
+	// Spec: server-server-api.md, GET/POST /publicRooms.
+	PublicRooms(ctx context.Context, server string, req roomserver.PublicRoomsRequest) (roomserver.PublicRoomsResponse, error)
 }
 
 // Config is what the client API needs from the configuration.
@@ -84,6 +99,8 @@ type Deps struct {
 	Push Push
 	// End-to-end encryption relay: keys, to-device, key backup (e2ee.go).
 	E2EE E2EE
+	// Remote asks other servers for profiles and room directories.
+	Remote Remote
 }
 
 // API holds the client API's dependencies.
@@ -107,6 +124,7 @@ type API struct {
 	turn        TURN
 	push        Push
 	e2ee        E2EE
+	remote      Remote
 }
 
 // New builds the client API.
@@ -116,6 +134,7 @@ func New(cfg Config, deps Deps) *API {
 	a.presence, a.userDir, a.turn = deps.Presence, deps.UserDirectory, deps.TURN
 	a.push = deps.Push
 	a.e2ee = deps.E2EE
+	a.remote = deps.Remote
 	if cfg.RateLimitEnabled {
 		a.general = ratelimit.New(cfg.RatePerSecond, cfg.RateBurst, 0)
 		a.login = ratelimit.New(cfg.LoginPerSecond, cfg.LoginBurst, 0)
@@ -170,10 +189,11 @@ func (a *API) Routes(r chi.Router) {
 		r.Put("/_matrix/client/v3/devices/{deviceId}", a.putDevice)
 		r.Delete("/_matrix/client/v3/devices/{deviceId}", a.deleteDevice)
 		r.Post("/_matrix/client/v3/delete_devices", a.deleteDevices)
-		r.Get("/_matrix/client/v3/profile/{userId}", a.getProfile)
-		r.Get("/_matrix/client/v3/profile/{userId}/{keyName}", a.getProfileField)
+		r.Get("/_matrix/client/v3/profile/{userId}", handle(a.getProfile))
+		r.Get("/_matrix/client/v3/profile/{userId}/{keyName}", handle(a.getProfileField))
 		r.Put("/_matrix/client/v3/profile/{userId}/{keyName}", a.putProfileField)
 		r.Delete("/_matrix/client/v3/profile/{userId}/{keyName}", a.deleteProfileField)
+		r.Post("/_matrix/client/v3/user/{userId}/openid/request_token", handleJSON(a, true, a.requestOpenIDToken))
 		a.roomRoutes(r)
 		a.userDataRoutes(r)
 		a.pushRoutes(r)

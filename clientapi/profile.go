@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 
@@ -8,46 +9,37 @@ import (
 	"chappe/mxhttp"
 )
 
-// profileOwner returns the {userId} of a profile route if it is a local user.
-// Profiles of other servers come with federation (and its allowlist gate).
-func (a *API) profileOwner(r *http.Request) (string, error) {
-	userID := pathParam(r, "userId")
-	if _, ok := a.accounts.LocalpartOf(userID); !ok {
-		return "", mxerr.New(mxerr.NotFound, "Profile not found: %q is not a user of this server", userID)
-	}
-	return userID, nil
-}
-
 // getProfile returns a whole profile. Spec: GET /_matrix/client/v3/profile/{userId}.
-func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
-	userID, err := a.profileOwner(r)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	p, err := a.accounts.GetProfile(r.Context(), userID)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, p)
+func (a *API) getProfile(r *http.Request) (any, error) {
+	return a.profile(r.Context(), pathParam(r, "userId"), "")
 }
 
 // getProfileField returns one field.
 // Spec: GET /_matrix/client/v3/profile/{userId}/{keyName}.
-func (a *API) getProfileField(w http.ResponseWriter, r *http.Request) {
-	userID, err := a.profileOwner(r)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
+func (a *API) getProfileField(r *http.Request) (any, error) {
 	key := pathParam(r, "keyName")
-	v, err := a.accounts.GetProfileField(r.Context(), userID, key)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+	if key == "" {
+		return nil, mxerr.New(mxerr.InvalidParam, "The profile key must not be empty")
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]json.RawMessage{key: v})
+	return a.profile(r.Context(), pathParam(r, "userId"), key)
+}
+
+// profile is userID's whole profile (field "") or only one field of it: a
+// local user's from the accounts component, another server's user's from
+// that server over federation, which refuses a server outside the
+// federation with M_FORBIDDEN.
+func (a *API) profile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error) {
+	if _, local := a.accounts.LocalpartOf(userID); !local {
+		return a.remote.Profile(ctx, userID, field)
+	}
+	if field == "" {
+		return a.accounts.GetProfile(ctx, userID)
+	}
+	v, err := a.accounts.GetProfileField(ctx, userID, field)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]json.RawMessage{field: v}, nil
 }
 
 // putProfileField sets one field of the caller's own profile.

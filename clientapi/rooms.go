@@ -40,7 +40,7 @@ type Rooms interface {
 	RoomAliases(ctx context.Context, userID, roomID string) ([]string, error)
 	Visibility(ctx context.Context, roomID string) (string, error)
 	SetVisibility(ctx context.Context, userID string, isAdmin bool, roomID, visibility string) error
-	PublicRooms(ctx context.Context, limit int, since string, filter roomserver.PublicRoomsFilter) (roomserver.PublicRoomsResponse, error)
+	PublicRooms(ctx context.Context, req roomserver.PublicRoomsRequest) (roomserver.PublicRoomsResponse, error)
 	UpgradeRoom(ctx context.Context, userID, roomID, newVersion string) (string, error)
 	RefreshMemberProfile(ctx context.Context, userID string) error
 }

@@ -251,48 +251,29 @@ func (a *API) roomAliases(r *http.Request) (any, error) {
 	return map[string]any{"aliases": aliases}, err
 }
 
-// localDirectory refuses requests for other servers' directories.
-func (a *API) localDirectory(r *http.Request) error {
-	if server := r.URL.Query().Get("server"); server != "" && server != a.cfg.ServerName {
-		return mxerr.New(mxerr.Forbidden, "Other servers' directories need federation, not available yet")
-	}
-	return nil
-}
-
 // publicRoomsGet lists published rooms. Spec: GET /publicRooms.
 func (a *API) publicRoomsGet(r *http.Request) (any, error) {
-	if err := a.localDirectory(r); err != nil {
-		return nil, err
-	}
 	limit, err := queryInt(r, "limit", 0)
 	if err != nil {
 		return nil, err
 	}
-	return a.rooms.PublicRooms(r.Context(), limit, r.URL.Query().Get("since"), roomserver.PublicRoomsFilter{})
-}
-
-type publicRoomsBody struct {
-	Limit  int    `json:"limit"`
-	Since  string `json:"since"`
-	Filter struct {
-		GenericSearchTerm string     `json:"generic_search_term"`
-		RoomTypes         *[]*string `json:"room_types"`
-	} `json:"filter"`
+	return a.publicRooms(r, roomserver.PublicRoomsRequest{Limit: limit, Since: r.URL.Query().Get("since")})
 }
 
 // publicRoomsPost searches published rooms. Spec: POST /publicRooms.
-func (a *API) publicRoomsPost(r *http.Request, body *publicRoomsBody) (any, error) {
-	if err := a.localDirectory(r); err != nil {
-		return nil, err
+func (a *API) publicRoomsPost(r *http.Request, body *roomserver.PublicRoomsRequest) (any, error) {
+	return a.publicRooms(r, *body)
+}
+
+// publicRooms is the directory of the server the request names with
+// ?server=: ours when it names none, another server's over federation
+// (which refuses a server outside the federation with M_FORBIDDEN).
+// Spec: GET/POST /publicRooms, the server parameter.
+func (a *API) publicRooms(r *http.Request, req roomserver.PublicRoomsRequest) (any, error) {
+	if server := r.URL.Query().Get("server"); server != "" && server != a.cfg.ServerName {
+		return a.remote.PublicRooms(r.Context(), server, req)
 	}
-	if body.Limit < 0 {
-		return nil, mxerr.New(mxerr.InvalidParam, "limit must not be negative")
-	}
-	filter := roomserver.PublicRoomsFilter{Search: body.Filter.GenericSearchTerm}
-	if body.Filter.RoomTypes != nil {
-		filter.RoomTypes = append([]*string{}, *body.Filter.RoomTypes...)
-	}
-	return a.rooms.PublicRooms(r.Context(), body.Limit, body.Since, filter)
+	return a.rooms.PublicRooms(r.Context(), req)
 }
 
 // getVisibility says whether a room is published. Spec: GET /directory/list/room/{roomId}.

@@ -177,6 +177,11 @@ type Federation struct {
 	// destination that fails.
 	BackoffInitial Duration `yaml:"backoff_initial"`
 	BackoffMax     Duration `yaml:"backoff_max"`
+	// ServePublicRooms lets the other servers of the federation list this
+	// server's published rooms (GET and POST /_matrix/federation/v1/publicRooms);
+	// when off they get 403 M_FORBIDDEN. Local clients see the directory
+	// either way.
+	ServePublicRooms bool `yaml:"serve_public_rooms"`
 }
 
 // FederationListens tells whether the federation TLS listener is to be
@@ -323,6 +328,9 @@ func Defaults() Config {
 			MaxRequestBytes: 10 << 20,
 			BackoffInitial:  Duration(5 * time.Second),
 			BackoffMax:      Duration(time.Hour),
+			// Publishing a room is a local decision; sharing the directory
+			// with the federation is a second one.
+			ServePublicRooms: false,
 		},
 		Media: Media{
 			MaxUploadBytes:        100 << 20,

@@ -107,3 +107,35 @@ func TestVerifyFederation(t *testing.T) {
 		t.Errorf("environment: %+v", f)
 	}
 }
+
+// The room directory is served to other servers only when asked for, in
+// the file or in the environment.
+func TestServePublicRooms(t *testing.T) {
+	if Defaults().Federation.ServePublicRooms {
+		t.Error("federation.serve_public_rooms is on by default")
+	}
+	for _, tc := range []struct {
+		path, env string
+		want      bool
+	}{
+		{examplePath, "", false},
+		{examplePath, "CHAPPE_FEDERATION_SERVE_PUBLIC_ROOMS=true", true},
+		{"", "CHAPPE_FEDERATION_SERVE_PUBLIC_ROOMS=1", true},
+		{"", "CHAPPE_FEDERATION_SERVE_PUBLIC_ROOMS=false", false},
+	} {
+		var environ []string
+		if tc.env != "" {
+			environ = []string{tc.env}
+		}
+		cfg, err := Load(tc.path, environ)
+		if err != nil {
+			t.Fatalf("Load(%q, %q): %v", tc.path, tc.env, err)
+		}
+		if cfg.Federation.ServePublicRooms != tc.want {
+			t.Errorf("Load(%q, %q): serve_public_rooms = %v, want %v", tc.path, tc.env, cfg.Federation.ServePublicRooms, tc.want)
+		}
+	}
+	if _, err := Load("", []string{"CHAPPE_FEDERATION_SERVE_PUBLIC_ROOMS=sometimes"}); err == nil || !strings.Contains(err.Error(), "CHAPPE_FEDERATION_SERVE_PUBLIC_ROOMS") {
+		t.Errorf("a value that is not a boolean: %v", err)
+	}
+}

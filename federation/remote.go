@@ -37,21 +37,44 @@ func fedPath(prefix string, segments ...string) string {
 }
 
 // do runs one request and turns its failure into a Matrix error for the
-// roomserver: the remote server's own Matrix error passes through, an
-// allowlist refusal is M_FORBIDDEN, anything else is 502.
+// roomserver (see MatrixError).
 func (r *Remote) do(ctx context.Context, req Request, out any) error {
-	err := r.c.Do(ctx, req, out)
+	return MatrixError(req.Destination, r.c.Do(ctx, req, out))
+}
+
+// MatrixError turns the failure of a request to server, as Client.Do
+// reports it, into the Matrix error our own client sees; nil stays nil. In
+// order:
+//   - a Matrix error passes as is;
+//   - federation switched off (ErrDisabled) and a server outside the
+//     allowlist are 403 M_FORBIDDEN, saying why (design: "client API:
+//     requests naming an unlisted server fail with M_FORBIDDEN and a
+//     message that says why");
+//   - the remote server's own 4xx Matrix error passes through with its
+//     status (a 404 M_NOT_FOUND stays one), except 401: a refusal of our
+//     server's signature is not the client's token, and a 401
+//     M_UNKNOWN_TOKEN would log the client out;
+//   - anything else (unreachable, backed off, 5xx, a bad answer) is 502.
+func MatrixError(server string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if e, ok := mxerr.As(err); ok {
+		return e
+	}
 	var notAllowed *allowlist.NotAllowedError
 	var remote *RemoteError
+	var backedOff *BackoffError
 	switch {
+	case errors.Is(err, ErrDisabled):
+		return mxerr.New(mxerr.Forbidden, "%s is another server and federation is switched off on this server", server)
 	case errors.As(err, &notAllowed):
-		return mxerr.New(mxerr.Forbidden, "%s", notAllowed.Error())
-	case errors.As(err, &remote) && remote.ErrCode != "" && remote.Status < 500:
-		e := mxerr.New(mxerr.Code(remote.ErrCode), "%s answered: %s", remote.Destination, remote.Message)
-		return e.WithStatus(remote.Status)
+		return mxerr.New(mxerr.Forbidden, "%s is outside the federation: %v", server, notAllowed)
+	case errors.As(err, &remote) && remote.ErrCode != "" && remote.Status < 500 && remote.Status != http.StatusUnauthorized:
+		return mxerr.New(mxerr.Code(remote.ErrCode), "%s answered: %s", remote.Destination, remote.Message).WithStatus(remote.Status)
+	case errors.As(err, &backedOff):
+		return mxerr.New(mxerr.Unknown, "%s failed recently and is not called again before %s", server,
+			backedOff.Until.UTC().Format(time.RFC3339)).WithStatus(http.StatusBadGateway)
 	}
 	return mxerr.New(mxerr.Unknown, "%v", err).WithStatus(http.StatusBadGateway)
 }

@@ -44,6 +44,11 @@ type ServerDeps struct {
 	// group (the room endpoints): their handlers read the verified origin
 	// with Origin(r.Context()).
 	Register func(r chi.Router)
+	// RegisterOpen, when set, mounts routes that the spec does not
+	// authenticate with X-Matrix (OpenID userinfo, called by third-party
+	// services with a token): no origin, no allowlist gate, but the body
+	// cap still applies.
+	RegisterOpen func(r chi.Router)
 }
 
 // Server is the inbound server-server API.
@@ -85,6 +90,12 @@ func (s *Server) Routes(r chi.Router) {
 		r.Get(PeerListPath, s.peerList)
 		s.extraRoutes(r)
 	})
+	if s.deps.RegisterOpen != nil {
+		r.Group(func(r chi.Router) {
+			r.Use(s.auth.limitBody)
+			s.deps.RegisterOpen(r)
+		})
+	}
 }
 
 // extraRoutes mounts the routes of ServerDeps.Register.

@@ -72,13 +72,35 @@ type PublicRoomsResponse struct {
 	TotalRoomCountEstimate int                `json:"total_room_count_estimate"`
 }
 
+// PublicRoomsRequest is what /publicRooms asks, on the client API and over
+// federation alike: the body of POST (GET carries limit and since only).
+// Spec: POST /_matrix/client/v3/publicRooms; server-server-api.md,
+// POST /_matrix/federation/v1/publicRooms.
+type PublicRoomsRequest struct {
+	// Limit is the most rooms wanted; 0: the server's default.
+	Limit int `json:"limit,omitempty"`
+	// Since is a next_batch or prev_batch token of an earlier answer.
+	Since  string            `json:"since,omitempty"`
+	Filter PublicRoomsFilter `json:"filter"`
+}
+
+// Check refuses what no server can answer: a negative limit.
+func (q PublicRoomsRequest) Check() error {
+	if q.Limit < 0 {
+		return mxerr.New(mxerr.InvalidParam, "limit must not be negative")
+	}
+	return nil
+}
+
 // PublicRoomsFilter narrows /publicRooms (spec: POST /publicRooms, filter).
 type PublicRoomsFilter struct {
 	// Search is matched, case-insensitively, in name, topic and alias.
-	Search string
+	Search string `json:"generic_search_term,omitempty"`
 	// RoomTypes, when not nil, keeps rooms whose m.room.create type is listed;
-	// a nil entry stands for rooms without a type.
-	RoomTypes []*string
+	// a nil entry stands for rooms without a type. (Sent to another server,
+	// an empty list is left out like a nil one: the spec types it as an
+	// array, which null is not.)
+	RoomTypes []*string `json:"room_types,omitempty"`
 }
 
 func (f PublicRoomsFilter) keeps(c PublicRoomsChunk) bool {
@@ -96,9 +118,14 @@ func (f PublicRoomsFilter) keeps(c PublicRoomsChunk) bool {
 	return false
 }
 
-// PublicRooms pages through the published rooms, largest first, filtered.
-// Spec: GET/POST /publicRooms.
-func (r *Roomserver) PublicRooms(ctx context.Context, limit int, since string, filter PublicRoomsFilter) (PublicRoomsResponse, error) {
+// PublicRooms pages through the published rooms, largest first, filtered:
+// what our clients see, and what other servers see when we serve them.
+// Spec: GET/POST /publicRooms, on both APIs.
+func (r *Roomserver) PublicRooms(ctx context.Context, req PublicRoomsRequest) (PublicRoomsResponse, error) {
+	if err := req.Check(); err != nil {
+		return PublicRoomsResponse{}, err
+	}
+	limit, since, filter := req.Limit, req.Since, req.Filter
 	if limit <= 0 || limit > 500 {
 		limit = 100
 	}
