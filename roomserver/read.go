@@ -25,7 +25,9 @@ func (r *Roomserver) GetEvent(ctx context.Context, viewer Viewer, roomID, eventI
 	}
 	row, err := rd.q.EventByID(ctx, eventID)
 	notFound := mxerr.New(mxerr.NotFound, "Event %s not found in room %s, or you may not see it", eventID, roomID)
-	if errors.Is(err, sqlstore.ErrNotFound) || (err == nil && row.RoomID != roomID) {
+	// Rejected and soft-failed events are never served to clients (spec:
+	// server-server-api.md, "Rejection", "Soft failure").
+	if errors.Is(err, sqlstore.ErrNotFound) || (err == nil && (row.RoomID != roomID || row.Rejected != nil || row.SoftFailed)) {
 		return ClientEvent{}, notFound
 	}
 	if err != nil {

@@ -34,6 +34,7 @@ func (w *writer) storeRemote(ctx context.Context, ev gomatrixserverlib.PDU, befo
 		if err := w.r.checkAgainstState(ctx, w.q, version, ev, w.state.state); err != nil {
 			w.r.log(ctx).Info().Err(err).Str("event_id", ev.EventID()).Msg("soft-failed a remote event")
 			row := rowOf(ev)
+			row.SoftFailed = true
 			return nil, w.q.InsertOutlier(ctx, &row)
 		}
 	}

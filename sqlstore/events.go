@@ -27,6 +27,9 @@ type Event struct {
 	Outlier bool
 	// Rejected is why the event was rejected; nil when it was accepted.
 	Rejected *string
+	// SoftFailed marks an outlier that failed against the room's current
+	// state: hidden from clients (migration 012).
+	SoftFailed bool
 }
 
 const insertEventSQL = `
@@ -45,7 +48,7 @@ func (q *Queries) InsertEvent(ctx context.Context, e *Event) error {
 	return err
 }
 
-const eventColumns = `event_nid, event_id, room_id, type, state_key, sender, depth, origin_server_ts, COALESCE(stream_pos, 0) AS stream_pos, state_before, json, redacted_by, relates_to, rel_type, stream_pos IS NULL AS outlier, rejected`
+const eventColumns = `event_nid, event_id, room_id, type, state_key, sender, depth, origin_server_ts, COALESCE(stream_pos, 0) AS stream_pos, state_before, json, redacted_by, relates_to, rel_type, stream_pos IS NULL AS outlier, rejected, soft_failed`
 
 func scanEvents(rows interface {
 	Next() bool
@@ -58,7 +61,7 @@ func scanEvents(rows interface {
 	for rows.Next() {
 		var e Event
 		if err := rows.Scan(&e.NID, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.Depth, &e.OriginServerTS,
-			&e.StreamPos, &e.StateBefore, &e.JSON, &e.RedactedBy, &e.RelatesTo, &e.RelType, &e.Outlier, &e.Rejected); err != nil {
+			&e.StreamPos, &e.StateBefore, &e.JSON, &e.RedactedBy, &e.RelatesTo, &e.RelType, &e.Outlier, &e.Rejected, &e.SoftFailed); err != nil {
 			return nil, err
 		}
 		out = append(out, e)

@@ -10,19 +10,20 @@ import (
 // See migration 009.
 
 const insertOutlierSQL = `
-INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts, stream_pos, state_before, json, rejected)
-VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)
+INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts, stream_pos, state_before, json, rejected, soft_failed)
+VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_nid`
 
 const selectNIDByIDSQL = `SELECT event_nid FROM events WHERE event_id = $1`
 
 // InsertOutlier stores an event without a place in the timeline (no stream
-// position), accepted or rejected (e.Rejected). An event already stored is
+// position), accepted, rejected (e.Rejected) or soft-failed (e.SoftFailed).
+// An event already stored is
 // left as it is; NID is filled in either way.
 func (q *Queries) InsertOutlier(ctx context.Context, e *Event) error {
 	err := q.q.QueryRow(ctx, insertOutlierSQL, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth,
-		e.OriginServerTS, e.StateBefore, e.JSON, e.Rejected).Scan(&e.NID)
+		e.OriginServerTS, e.StateBefore, e.JSON, e.Rejected, e.SoftFailed).Scan(&e.NID)
 	if err == nil {
 		e.Outlier = true
 		return nil
@@ -34,7 +35,7 @@ func (q *Queries) InsertOutlier(ctx context.Context, e *Event) error {
 }
 
 const placeOutlierSQL = `
-UPDATE events SET stream_pos = $2, state_before = $3, relates_to = $4, rel_type = $5
+UPDATE events SET stream_pos = $2, state_before = $3, relates_to = $4, rel_type = $5, soft_failed = FALSE
 WHERE event_nid = $1 AND stream_pos IS NULL AND rejected IS NULL`
 
 // PlaceOutlier gives an accepted outlier its place in the timeline: a stream
