@@ -161,16 +161,19 @@ func (a *API) joinRoom(r *http.Request, body *membershipBody) (any, error) {
 }
 
 func (a *API) join(r *http.Request, idOrAlias string, body *membershipBody) (any, error) {
-	// Servers that may help to join a room this server is not in: "via"
-	// (v1.12+) and its older name "server_name".
-	via := append(r.URL.Query()["via"], r.URL.Query()["server_name"]...)
-	roomID, err := a.rooms.Join(r.Context(), roomserver.MembershipRequest{Sender: session(r).UserID, RoomID: idOrAlias, Reason: body.Reason, Via: via})
+	roomID, err := a.rooms.Join(r.Context(), roomserver.MembershipRequest{Sender: session(r).UserID, RoomID: idOrAlias, Reason: body.Reason, Via: viaServers(r)})
 	return map[string]string{"room_id": roomID}, err
+}
+
+// viaServers are the servers that may help to join or knock on a room this
+// server is not in: "via" (v1.12+) and its older name "server_name".
+func viaServers(r *http.Request) []string {
+	return append(r.URL.Query()["via"], r.URL.Query()["server_name"]...)
 }
 
 // knock asks to join a knock room. Spec: POST /knock/{roomIdOrAlias}.
 func (a *API) knock(r *http.Request, body *membershipBody) (any, error) {
-	roomID, err := a.rooms.Knock(r.Context(), roomserver.MembershipRequest{Sender: session(r).UserID, RoomID: pathParam(r, "roomIdOrAlias"), Reason: body.Reason})
+	roomID, err := a.rooms.Knock(r.Context(), roomserver.MembershipRequest{Sender: session(r).UserID, RoomID: pathParam(r, "roomIdOrAlias"), Reason: body.Reason, Via: viaServers(r)})
 	return map[string]string{"room_id": roomID}, err
 }
 

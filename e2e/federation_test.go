@@ -40,18 +40,7 @@ func sharedRoom(t *testing.T, hs1, hs2 *apptest.FedServer, alias string) (alice,
 	t.Helper()
 	alice = registerUser(t, hs1.URL, "alice")
 	bob = registerUser(t, hs2.URL, "bob")
-	room, err := alice.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: alias})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.JoinRoom(t.Context(), "#"+alias+":"+hs1.Name, nil); err != nil {
-		t.Fatalf("bob joins: %v", err)
-	}
-	waitFor(t, "bob's join on hs1", 10*time.Second, func() bool {
-		m, err := alice.JoinedMembers(t.Context(), room.RoomID)
-		return err == nil && len(m.Joined) == 2
-	})
-	return alice, bob, room.RoomID
+	return alice, bob, joinPublicRoom(t, alice, bob, hs1.Name, alias)
 }
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -169,6 +158,17 @@ func TestFederationUnlistedServerIsRefused(t *testing.T) {
 	wantForbidden(t, "invite of a user of hs3", err)
 	_, err = alice.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Invite: []id.UserID{"@carol:hs3.chappe.test"}})
 	wantForbidden(t, "createRoom inviting a user of hs3", err)
+	knockable, err := carol.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{
+		Preset: "private_chat", RoomVersion: "10", RoomAliasName: "porte",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = alice.KnockRoom(t.Context(), string(knockable.RoomID), &mautrix.ReqKnockRoom{Via: []string{rogue.Name}})
+	wantForbidden(t, "knock on a room of hs3 via hs3", err)
+	_, err = alice.KnockRoom(t.Context(), "#porte:hs3.chappe.test", nil)
+	wantForbidden(t, "knock by an alias of hs3", err)
 
 	// hs3 asks hs1 to let carol in: hs1 refuses the signed request.
 	_, err = carol.JoinRoom(t.Context(), "#border:hs1.chappe.test", nil)

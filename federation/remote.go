@@ -109,6 +109,24 @@ func (r *Remote) SendLeave(ctx context.Context, server, roomID, eventID string, 
 	return r.do(ctx, Request{Destination: server, Method: http.MethodPut, Path: fedPath("/_matrix/federation/v2/send_leave", roomID, eventID), Body: event}, nil)
 }
 
+// MakeKnock is GET /_matrix/federation/v1/make_knock/{roomId}/{userId}.
+func (r *Remote) MakeKnock(ctx context.Context, server, roomID, userID string, versions []string) (roomserver.MakeMembershipResponse, error) {
+	var out roomserver.MakeMembershipResponse
+	err := r.do(ctx, Request{Destination: server, Method: http.MethodGet, Path: fedPath("/_matrix/federation/v1/make_knock", roomID, userID),
+		Query: url.Values{"ver": versions}}, &out)
+	return out, err
+}
+
+// SendKnock is PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId};
+// it returns the answer's knock_room_state.
+func (r *Remote) SendKnock(ctx context.Context, server, roomID, eventID string, event json.RawMessage) ([]json.RawMessage, error) {
+	var out struct {
+		KnockRoomState []json.RawMessage `json:"knock_room_state"`
+	}
+	err := r.do(ctx, Request{Destination: server, Method: http.MethodPut, Path: fedPath("/_matrix/federation/v1/send_knock", roomID, eventID), Body: event}, &out)
+	return out.KnockRoomState, err
+}
+
 // Invite is PUT /_matrix/federation/v2/invite/{roomId}/{eventId}.
 func (r *Remote) Invite(ctx context.Context, server, roomID, eventID, roomVersion string, event json.RawMessage, inviteRoomState []json.RawMessage) (json.RawMessage, error) {
 	body := map[string]any{"room_version": roomVersion, "event": event, "invite_room_state": inviteRoomState}

@@ -185,7 +185,7 @@ func (e *RoomEndpoints) sendMembership(membership string) http.HandlerFunc {
 		case "join":
 			mxhttp.WriteJSON(w, http.StatusOK, resp)
 		case "knock":
-			mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"knock_room_state": []any{}})
+			mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"knock_room_state": resp.KnockRoomState})
 		default:
 			mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
 		}

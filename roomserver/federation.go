@@ -45,6 +45,11 @@ type Remote interface {
 	MakeLeave(ctx context.Context, server, roomID, userID string) (MakeMembershipResponse, error)
 	// SendLeave submits a signed leave (PUT /v2/send_leave).
 	SendLeave(ctx context.Context, server, roomID, eventID string, event json.RawMessage) error
+	// MakeKnock asks for a knock event template (GET /make_knock).
+	MakeKnock(ctx context.Context, server, roomID, userID string, versions []string) (MakeMembershipResponse, error)
+	// SendKnock submits a signed knock (PUT /send_knock) and returns the
+	// room's state the resident server sent back (knock_room_state).
+	SendKnock(ctx context.Context, server, roomID, eventID string, event json.RawMessage) ([]json.RawMessage, error)
 	// Invite asks the invitee's server to countersign an invite (PUT /v2/invite).
 	Invite(ctx context.Context, server, roomID, eventID, roomVersion string, event json.RawMessage, inviteRoomState []json.RawMessage) (json.RawMessage, error)
 	// Event fetches one event (GET /event/{eventId}).
@@ -62,7 +67,7 @@ type Remote interface {
 	QueryAlias(ctx context.Context, server, alias string) (roomID string, servers []string, err error)
 }
 
-// MakeMembershipResponse is the answer to make_join or make_leave.
+// MakeMembershipResponse is the answer to make_join, make_leave or make_knock.
 type MakeMembershipResponse struct {
 	RoomVersion string          `json:"room_version"`
 	Event       json.RawMessage `json:"event"`
@@ -77,6 +82,9 @@ type SendJoinResponse struct {
 	Event json.RawMessage `json:"event,omitempty"`
 	// Origin is the resident server.
 	Origin string `json:"origin"`
+	// KnockRoomState is the answer to send_knock instead: the room's state
+	// for the knocker's preview (see previewState). Not part of send_join.
+	KnockRoomState []json.RawMessage `json:"-"`
 }
 
 // enabled tells whether federation is on.

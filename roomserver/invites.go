@@ -3,11 +3,9 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
-	"github.com/tidwall/sjson"
 
 	"chappe/mxerr"
 	"chappe/sqlstore"
@@ -55,23 +53,10 @@ func signedBy(ev gomatrixserverlib.PDU, server string) bool {
 	return ok
 }
 
-// inviteRoomState is the stripped state sent with an invite, for the
-// invitee's client to show the room before joining.
+// inviteRoomState is the room's preview sent with an invite, for the
+// invitee's client to show the room before joining (see previewState).
 func (w *writer) inviteRoomState(ctx context.Context) ([]json.RawMessage, error) {
-	keys := make([]stateKey, 0, len(strippedTypes))
-	for _, t := range strippedTypes {
-		keys = append(keys, stateKey{t, ""})
-	}
-	evs, err := w.r.stateEvents(ctx, w.q, w.room.RoomVersion, w.state, keys)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]json.RawMessage, 0, len(evs))
-	for _, ev := range evs {
-		b, _ := json.Marshal(StrippedEvent{Content: ev.Content(), Sender: string(ev.SenderID()), StateKey: deref(ev.StateKey()), Type: ev.Type()})
-		out = append(out, b)
-	}
-	return out, nil
+	return w.r.previewState(ctx, w.q, w.room.RoomVersion, w.state)
 }
 
 // ReceiveInvite answers PUT /v2/invite: a remote user invites one of our
@@ -87,7 +72,7 @@ func (r *Roomserver) ReceiveInvite(ctx context.Context, origin, roomID, eventID,
 		e.RoomVersion = version
 		return nil, e
 	}
-	ev, err := r.parsePDU(ctx, version, raw)
+	ev, err := r.countersignReceivedInvite(ctx, version, raw)
 	if err != nil {
 		return nil, err
 	}
@@ -109,19 +94,39 @@ func (r *Roomserver) ReceiveInvite(ctx context.Context, origin, roomID, eventID,
 			return nil, mxerr.New(mxerr.NotFound, "There is no user %s", *ev.StateKey())
 		}
 	}
-	signed := signEvent(ev, r.cfg.ServerName, r.key)
-	if err := r.keepInvite(ctx, version, signed, inviteRoomState); err != nil {
+	preview := r.checkedPreview(ctx, version, roomID, inviteRoomState)
+	if versionNumber(version) >= 12 && !hasCreate(preview) {
+		return nil, mxerr.New(mxerr.InvalidParam, "invite_room_state must hold the room's create event, correctly signed")
+	}
+	if err := r.keepInvite(ctx, version, ev, preview); err != nil {
 		return nil, err
 	}
-	return signed.JSON(), nil
+	return ev.JSON(), nil
+}
+
+// countersignReceivedInvite parses an invite sent to us, adds our
+// signature, and only then checks its signatures: an invite must carry the
+// invited server's signature as well as the sender's (server-server-api.md,
+// "Inviting to a room"; the check of parsePDU wants both), so checking it
+// before we sign would always fail.
+func (r *Roomserver) countersignReceivedInvite(ctx context.Context, version string, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
+	ver, err := roomVersion(version)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := ver.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return nil, mxerr.New(mxerr.BadJSON, "Invalid event: %v", err)
+	}
+	return r.parsePDU(ctx, version, signEvent(ev, r.cfg.ServerName, r.key).JSON())
 }
 
 // keepInvite stores a received invite. In a room we are in, it is an
 // outlier until the room's own traffic places it. Otherwise the room is
 // known here only through the invite: a room row whose state is the invite
-// alone, so the invitee's /sync lists it; the stripped state the inviter
-// sent rides in the stored event's unsigned section.
-func (r *Roomserver) keepInvite(ctx context.Context, version string, ev gomatrixserverlib.PDU, inviteRoomState []json.RawMessage) error {
+// alone, so the invitee's /sync lists it; the checked preview the inviter
+// sent rides in the stored event's unsigned section (see withPreview).
+func (r *Roomserver) keepInvite(ctx context.Context, version string, ev gomatrixserverlib.PDU, preview []StrippedEvent) error {
 	roomID := ev.RoomID().String()
 	if joined, err := r.serverJoined(ctx, r.db(), roomID, r.cfg.ServerName); err != nil || joined {
 		if err == nil {
@@ -129,13 +134,7 @@ func (r *Roomserver) keepInvite(ctx context.Context, version string, ev gomatrix
 		}
 		return err
 	}
-	stored := ev.JSON()
-	if len(inviteRoomState) > 0 {
-		if b, err := sjson.SetBytes(stored, "unsigned.invite_room_state", inviteRoomState); err == nil {
-			stored = b
-		}
-	}
-	return r.storeStubMembership(ctx, version, ev, stored)
+	return r.storeStubMembership(ctx, version, ev, withPreview(ev, "invite_room_state", preview))
 }
 
 // storeStubMembership records a user's membership in a room this server is
@@ -146,10 +145,7 @@ func (r *Roomserver) storeStubMembership(ctx context.Context, version string, ev
 	roomID := ev.RoomID().String()
 	return r.inTx(ctx, func(t *txn) error {
 		room := sqlstore.Room{RoomID: roomID, RoomVersion: version, Creator: "", CreatedTS: r.now().UnixMilli(), ForwardExtremities: []string{}}
-		err := t.InsertRoom(ctx, room)
-		if errors.Is(err, sqlstore.ErrConflict) {
-			room, err = t.LockRoom(ctx, roomID)
-		}
+		room, err := t.InsertOrLockRoom(ctx, room)
 		if err != nil {
 			return err
 		}

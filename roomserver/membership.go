@@ -47,22 +47,29 @@ func (r *Roomserver) ResolveRoom(ctx context.Context, idOrAlias string) (string,
 // Join makes the sender join the room (by ID or alias). Joining a room one
 // is already joined to changes nothing. Spec: POST /join/{roomIdOrAlias}.
 func (r *Roomserver) Join(ctx context.Context, req MembershipRequest) (string, error) {
+	return r.localOrRemote(ctx, req, r.joinLocal, r.joinRemote)
+}
+
+// localOrRemote routes a join or a knock: a room this server is not in (or
+// no longer in) is asked of a resident server through remote; otherwise
+// the membership is a local event, written by local. It returns the room ID.
+func (r *Roomserver) localOrRemote(ctx context.Context, req MembershipRequest,
+	local func(context.Context, MembershipRequest) (string, error),
+	remote func(ctx context.Context, req MembershipRequest, roomID string, servers []string) error) (string, error) {
 	if !r.cfg.Federation.enabled() {
-		return r.joinLocal(ctx, req)
+		return local(ctx, req)
 	}
 	roomID, servers, err := r.resolveRoomAndServers(ctx, req.RoomID, req.Via)
 	if err != nil {
 		return "", err
 	}
-	// A room this server is not in (or no longer in) is joined through a
-	// resident server; otherwise the join is a local event.
 	if joined, err := r.serverJoined(ctx, r.db(), roomID, r.cfg.ServerName); err != nil {
 		return "", err
 	} else if !joined && slices.ContainsFunc(servers, func(s string) bool { return s != r.cfg.ServerName }) {
-		return roomID, r.joinRemote(ctx, req, roomID, servers)
+		return roomID, remote(ctx, req, roomID, servers)
 	}
 	req.RoomID = roomID
-	return r.joinLocal(ctx, req)
+	return local(ctx, req)
 }
 
 // joinLocal joins a room this server is in, with a local event.
@@ -279,9 +286,16 @@ func (r *Roomserver) changeOther(ctx context.Context, req MembershipRequest, act
 	})
 }
 
-// Knock asks to be let into a room whose join rule is knock.
-// Spec: POST /knock/{roomIdOrAlias} (room versions 7 and later).
+// Knock asks to be let into a room whose join rule is knock; a room this
+// server is not in is knocked on through a resident server (see
+// knockRemote). Spec: POST /knock/{roomIdOrAlias} (room versions 7 and
+// later).
 func (r *Roomserver) Knock(ctx context.Context, req MembershipRequest) (string, error) {
+	return r.localOrRemote(ctx, req, r.knockLocal, r.knockRemote)
+}
+
+// knockLocal knocks on a room this server is in, with a local event.
+func (r *Roomserver) knockLocal(ctx context.Context, req MembershipRequest) (string, error) {
 	roomID, err := r.ResolveRoom(ctx, req.RoomID)
 	if err != nil {
 		return "", err

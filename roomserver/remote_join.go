@@ -2,8 +2,6 @@ package roomserver
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -12,10 +10,11 @@ import (
 	"chappe/sqlstore"
 )
 
-// This file is the joining server's side: a local user joins a room this
-// server is not in, through a resident server.
+// This file is the joining server's side: a local user joins, or knocks on,
+// a room this server is not in, through a resident server.
 // Spec: server-server-api.md, "Joining Rooms" (make_join, then send_join,
-// then the returned state and auth chain checked before anything is stored).
+// then the returned state and auth chain checked before anything is stored)
+// and "Knocking upon a room" (make_knock, then send_knock).
 
 // resolveRoomAndServers turns a room ID or alias into a room ID and the
 // servers that can help us join it: a remote alias is asked of its server
@@ -58,6 +57,16 @@ func remoteFailure(server string, err error) error {
 
 // joinRemote joins the room through the first of servers that accepts.
 func (r *Roomserver) joinRemote(ctx context.Context, req MembershipRequest, roomID string, servers []string) error {
+	return r.throughServers(ctx, "join", roomID, servers, func(server string) error {
+		return r.joinVia(ctx, req, roomID, server)
+	})
+}
+
+// throughServers runs try with each of servers in turn until one succeeds,
+// and returns the last failure otherwise. Our own name, empty and repeated
+// names are skipped; a server outside the federation is refused without
+// being asked. what names the attempt in logs and errors ("join", "knock on").
+func (r *Roomserver) throughServers(ctx context.Context, what, roomID string, servers []string, try func(server string) error) error {
 	var lastErr error
 	tried := map[string]bool{}
 	for _, server := range servers {
@@ -69,15 +78,15 @@ func (r *Roomserver) joinRemote(ctx context.Context, req MembershipRequest, room
 			lastErr = err
 			continue
 		}
-		err := r.joinVia(ctx, req, roomID, server)
+		err := try(server)
 		if err == nil {
 			return nil
 		}
-		r.log(ctx).Info().Err(err).Str("room_id", roomID).Str("via", server).Msg("remote join failed")
+		r.log(ctx).Info().Err(err).Str("room_id", roomID).Str("via", server).Msg("remote " + what + " failed")
 		lastErr = err
 	}
 	if lastErr == nil {
-		lastErr = mxerr.New(mxerr.NotFound, "No server in the federation could help to join room %s", roomID)
+		lastErr = mxerr.New(mxerr.NotFound, "No server in the federation could help to %s room %s", what, roomID)
 	}
 	return lastErr
 }
@@ -90,19 +99,9 @@ func (r *Roomserver) joinVia(ctx context.Context, req MembershipRequest, roomID,
 	if err != nil {
 		return remoteFailure(server, err)
 	}
-	version := tmpl.RoomVersion
-	if version == "" {
-		version = "1"
-	}
-	ver, err := roomVersion(version)
+	version, join, err := r.ownMembership(ctx, server, tmpl, roomID, req, "join")
 	if err != nil {
 		return err
-	}
-	content := map[string]any{}
-	_ = json.Unmarshal(r.memberContent(ctx, req.Sender, "join", req.Reason, false), &content)
-	join, err := buildFromTemplate(ver, tmpl.Event, roomID, req.Sender, "join", content, r.cfg.ServerName, r.key, r.now())
-	if err != nil {
-		return mxerr.New(mxerr.Unknown, "%s sent an unusable join template: %v", server, err).WithStatus(502)
 	}
 	resp, err := fed.Remote.SendJoin(ctx, server, roomID, join.EventID(), join.JSON())
 	if err != nil {
@@ -161,10 +160,7 @@ func (r *Roomserver) adoptJoinedRoom(ctx context.Context, req MembershipRequest,
 	}
 	return r.inTx(ctx, func(t *txn) error {
 		room := sqlstore.Room{RoomID: roomID, RoomVersion: version, Creator: string(create.SenderID()), CreatedTS: r.now().UnixMilli(), ForwardExtremities: []string{}}
-		err := t.InsertRoom(ctx, room)
-		if errors.Is(err, sqlstore.ErrConflict) {
-			room, err = t.LockRoom(ctx, roomID)
-		}
+		room, err := t.InsertOrLockRoom(ctx, room)
 		if err != nil {
 			return err
 		}
@@ -214,4 +210,59 @@ func (r *Roomserver) adoptJoinedRoom(ctx context.Context, req MembershipRequest,
 		}
 		return t.UnforgetRoom(ctx, req.Sender, roomID)
 	})
+}
+
+// knockRemote knocks on a room this server is not in, through the first of
+// servers that accepts.
+func (r *Roomserver) knockRemote(ctx context.Context, req MembershipRequest, roomID string, servers []string) error {
+	return r.throughServers(ctx, "knock on", roomID, servers, func(server string) error {
+		return r.knockVia(ctx, req, roomID, server)
+	})
+}
+
+// knockVia is make_knock and send_knock through one resident server. The
+// knock is kept as the user's membership in a room we hold no part of (like
+// a received invite), with the room's state the resident server answered
+// (knock_room_state, checked) for the user's /sync to show.
+// Spec: server-server-api.md, "Knocking upon a room".
+func (r *Roomserver) knockVia(ctx context.Context, req MembershipRequest, roomID, server string) error {
+	fed := r.cfg.Federation
+	tmpl, err := fed.Remote.MakeKnock(ctx, server, roomID, req.Sender, SupportedVersions())
+	if err != nil {
+		return remoteFailure(server, err)
+	}
+	version, knock, err := r.ownMembership(ctx, server, tmpl, roomID, req, "knock")
+	if err != nil {
+		return err
+	}
+	if versionNumber(version) < 7 {
+		return mxerr.New(mxerr.Forbidden, "Room version %s does not support knocking", version)
+	}
+	roomState, err := fed.Remote.SendKnock(ctx, server, roomID, knock.EventID(), knock.JSON())
+	if err != nil {
+		return remoteFailure(server, err)
+	}
+	preview := r.checkedPreview(ctx, version, roomID, roomState)
+	return r.storeStubMembership(ctx, version, knock, withPreview(knock, "knock_room_state", preview))
+}
+
+// ownMembership builds and signs req.Sender's join or knock from the
+// template server answered to make_join or make_knock, with the user's
+// profile and reason. It returns the room version too (1 when the template
+// names none, as the spec says).
+func (r *Roomserver) ownMembership(ctx context.Context, server string, tmpl MakeMembershipResponse, roomID string, req MembershipRequest, membership string) (string, gomatrixserverlib.PDU, error) {
+	version := tmpl.RoomVersion
+	if version == "" {
+		version = "1"
+	}
+	ver, err := roomVersion(version)
+	if err != nil {
+		return "", nil, err
+	}
+	content := r.memberContentMap(ctx, req.Sender, membership, req.Reason)
+	ev, err := buildFromTemplate(ver, tmpl.Event, roomID, req.Sender, membership, content, r.cfg.ServerName, r.key, r.now())
+	if err != nil {
+		return "", nil, mxerr.New(mxerr.Unknown, "%s sent an unusable %s template: %v", server, membership, err).WithStatus(502)
+	}
+	return version, ev, nil
 }

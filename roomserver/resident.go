@@ -105,7 +105,9 @@ func (r *Roomserver) MakeMembership(ctx context.Context, origin, roomID, userID,
 // SendMembership answers send_join, send_leave and send_knock: the user's
 // signed membership event is checked like any PDU, stored, and relayed to
 // the room's other servers. For a join, the answer carries the state before
-// the join and its auth chain.
+// the join and its auth chain; for a knock, the room's preview
+// (knock_room_state, see previewState). An event the auth rules refuse is
+// 403 M_FORBIDDEN.
 func (r *Roomserver) SendMembership(ctx context.Context, origin, roomID, eventID, membership string, raw json.RawMessage) (SendJoinResponse, error) {
 	version, err := r.roomVersionOf(ctx, r.db(), roomID)
 	if err != nil {
@@ -129,11 +131,13 @@ func (r *Roomserver) SendMembership(ctx context.Context, origin, roomID, eventID
 			ev = signEvent(ev, r.cfg.ServerName, r.key)
 		}
 	}
-	if err := r.ingest(WithRelay(ctx), origin, version, ev, 0, placeLive); err != nil {
+	if err := r.ingest(WithRelay(ctx), origin, version, ev, 0, placeLive); errors.Is(err, ErrRejected) {
+		return SendJoinResponse{}, mxerr.New(mxerr.Forbidden, "%v", err)
+	} else if err != nil {
 		return SendJoinResponse{}, err
 	}
 	resp := SendJoinResponse{Origin: r.cfg.ServerName, State: []json.RawMessage{}, AuthChain: []json.RawMessage{}}
-	if membership != "join" {
+	if membership == "leave" {
 		return resp, nil
 	}
 	row, err := r.db().EventByID(ctx, eventID)
@@ -141,7 +145,11 @@ func (r *Roomserver) SendMembership(ctx context.Context, origin, roomID, eventID
 		return resp, err
 	}
 	if row.Outlier {
-		return resp, mxerr.New(mxerr.Forbidden, "The join of %s is not allowed by the current state of the room", ev.SenderID())
+		return resp, mxerr.New(mxerr.Forbidden, "The %s of %s is not allowed by the current state of the room", membership, ev.SenderID())
+	}
+	if membership == "knock" {
+		resp.KnockRoomState, err = r.currentPreview(ctx, version, roomID)
+		return resp, err
 	}
 	stateEvs, authEvs, err := r.stateAndAuthChain(ctx, version, row.StateBefore, ev)
 	if err != nil {

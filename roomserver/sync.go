@@ -459,10 +459,11 @@ func (r *Roomserver) strippedRoom(ctx context.Context, q *sqlstore.Queries, req 
 	}
 	sr := SyncRoom{RoomID: roomID, Membership: kind, StrippedState: []StrippedEvent{}}
 	for _, ev := range evs {
-		// An invite from another server carries the state its server sent
-		// (see keepInvite): shown instead of ours, which is the invite alone.
-		if ev.Type() == "m.room.member" && kind == "invite" {
-			if sent := gjson.GetBytes(ev.Unsigned(), "invite_room_state"); sent.IsArray() {
+		// An invite from another server, or a knock through one, carries
+		// the room's preview that server sent (see withPreview): shown
+		// instead of ours, which is the membership alone.
+		if ev.Type() == "m.room.member" {
+			if sent := gjson.GetBytes(ev.Unsigned(), kind+"_room_state"); sent.IsArray() {
 				for _, s := range sent.Array() {
 					var se StrippedEvent
 					if json.Unmarshal([]byte(s.Raw), &se) == nil && se.Type != "m.room.member" {
@@ -477,9 +478,7 @@ func (r *Roomserver) strippedRoom(ctx context.Context, q *sqlstore.Queries, req 
 		if ev.Type() == "m.room.member" && gjson.GetBytes(ev.Content(), "membership").String() != kind {
 			return SyncRoom{}, false, nil // changed since; the next sync reports it
 		}
-		sr.StrippedState = append(sr.StrippedState, StrippedEvent{
-			Content: ev.Content(), Sender: string(ev.SenderID()), StateKey: deref(ev.StateKey()), Type: ev.Type(),
-		})
+		sr.StrippedState = append(sr.StrippedState, strippedOf(ev))
 	}
 	return sr, true, nil
 }

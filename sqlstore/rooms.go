@@ -30,6 +30,20 @@ func (q *Queries) InsertRoom(ctx context.Context, r Room) error {
 	return err
 }
 
+const insertOrKeepRoomSQL = insertRoomSQL + `
+ON CONFLICT (room_id) DO UPDATE SET creator = EXCLUDED.creator WHERE rooms.creator = ''`
+
+// InsertOrLockRoom creates a room row unless the room ID exists, and locks
+// the row for the rest of the transaction. An existing room keeps its row;
+// only an unknown creator (a room known through an invite or a knock) is
+// filled in. It never fails on a conflict, so the transaction goes on.
+func (q *Queries) InsertOrLockRoom(ctx context.Context, r Room) (Room, error) {
+	if _, err := q.q.Exec(ctx, insertOrKeepRoomSQL, r.RoomID, r.RoomVersion, r.Creator, r.CreatedTS, r.ForwardExtremities, r.MaxDepth, r.StateSnapshot); err != nil {
+		return Room{}, err
+	}
+	return q.LockRoom(ctx, r.RoomID)
+}
+
 const selectRoomSQL = `
 SELECT room_id, room_version, creator, created_ts, forward_extremities, max_depth, state_snapshot, published
 FROM rooms WHERE room_id = $1`
