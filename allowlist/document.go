@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"regexp"
 	"sort"
@@ -67,6 +68,12 @@ type Removal struct {
 	// RemovedAt is in milliseconds since the Unix epoch.
 	RemovedAt int64  `json:"removed_at"`
 	Reason    string `json:"reason"`
+	// VerifyKeys are the keys the server signed with while it was listed
+	// ({"ed25519:keyid": unpadded base64}), carried over from its entry:
+	// with them, servers can still check its signatures on the events it
+	// sent before RemovedAt, so the rooms it was in stay joinable, without
+	// ever asking it for its keys. May be empty.
+	VerifyKeys map[string]string `json:"verify_keys,omitempty"`
 }
 
 // Parse reads a document and checks that it is well formed: a JSON object
@@ -232,6 +239,9 @@ func (d *Document) Clone() *Document {
 	}
 	c.Removed = make(map[string]Removal, len(d.Removed))
 	for name, r := range d.Removed {
+		if r.VerifyKeys != nil {
+			r.VerifyKeys = maps.Clone(r.VerifyKeys)
+		}
 		c.Removed[name] = r
 	}
 	if d.Signatures != nil {
@@ -297,6 +307,11 @@ func (d *Document) Validate() error {
 		}
 		if r.RemovedAt < 1 || r.RemovedAt > maxSafeInteger {
 			bad("removed.%s.removed_at: must be a time in milliseconds since 1970, got %d", name, r.RemovedAt)
+		}
+		for _, id := range sortedKeys(r.VerifyKeys) {
+			if _, err := ParseVerifyKey(id, r.VerifyKeys[id]); err != nil {
+				bad("removed.%s.verify_keys: %v", name, err)
+			}
 		}
 		if strings.TrimSpace(r.Reason) == "" {
 			bad("removed.%s.reason: must say why the server was removed", name)

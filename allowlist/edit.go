@@ -85,14 +85,16 @@ func AddServer(name string, srv Server, replace bool) func(*Document) error {
 	}
 }
 
-// RemoveServer takes a listed server out, recording when and why.
+// RemoveServer takes a listed server out, recording when and why, with
+// the verify keys its entry pinned (see Removal.VerifyKeys).
 func RemoveServer(name, reason string, now time.Time) func(*Document) error {
 	return func(d *Document) error {
-		if _, ok := d.Servers[name]; !ok {
+		srv, ok := d.Servers[name]
+		if !ok {
 			return fmt.Errorf("%s is not listed", name)
 		}
 		delete(d.Servers, name)
-		d.Removed[name] = Removal{RemovedAt: now.UnixMilli(), Reason: reason}
+		d.Removed[name] = Removal{RemovedAt: now.UnixMilli(), Reason: reason, VerifyKeys: srv.VerifyKeys}
 		return nil
 	}
 }

@@ -2,6 +2,7 @@ package allowlist
 
 import (
 	"fmt"
+	"maps"
 	"time"
 )
 
@@ -118,6 +119,21 @@ func (s *Service) Pinned(serverName string) (Server, bool) {
 		srv.VerifyKeys = keys
 	}
 	return srv, ok
+}
+
+// Removed returns the removal record of a server the list in force shows
+// as removed; ok is false otherwise. It never makes the server allowed:
+// it only lets history it took part in be checked (see Removal).
+func (s *Service) Removed(serverName string) (Removal, bool) {
+	snap := s.snap.Load()
+	if snap.doc == nil {
+		return Removal{}, false
+	}
+	r, ok := snap.doc.Removed[serverName]
+	if r.VerifyKeys != nil {
+		r.VerifyKeys = maps.Clone(r.VerifyKeys) // the snapshot is shared
+	}
+	return r, ok
 }
 
 // Serial is the serial of the list in force, 0 if none. A peer showing a

@@ -768,3 +768,49 @@ func TestPinnedKeysAndEndpoint(t *testing.T) {
 		t.Fatal("Pinned returned an entry for an unlisted server")
 	}
 }
+
+// TestRemovedCarriesPinnedKeys: removing a server keeps the keys its entry
+// pinned in the removal record, which the gate returns (never allowing
+// the server) and which a list must write correctly.
+func TestRemovedCarriesPinnedKeys(t *testing.T) {
+	h := newHarness(t, "", nil)
+	if err := h.svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d := build(t, listSpec{signers: []allowlist.SecretKey{}})
+	keys := map[string]string{"ed25519:a1": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"}
+	for _, step := range []func(*allowlist.Document) error{
+		allowlist.AddServer("justice.gouv.fr", allowlist.Server{VerifyKeys: keys}, true),
+		allowlist.RemoveServer("justice.gouv.fr", "compromised", t0),
+	} {
+		if _, err := allowlist.Edit(d, step); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range officers[:2] {
+		if _, err := allowlist.Sign(d, k, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.offer(t, encode(t, d), "file:x")
+	got, ok := h.svc.Removed("justice.gouv.fr")
+	if !ok || got.RemovedAt != t0.UnixMilli() || got.VerifyKeys["ed25519:a1"] != keys["ed25519:a1"] {
+		t.Fatalf("Removed = %+v, %v", got, ok)
+	}
+	if h.svc.Allowed("justice.gouv.fr") {
+		t.Fatal("a removed server is allowed")
+	}
+	got.VerifyKeys["ed25519:a1"] = "changed by the caller"
+	if again, _ := h.svc.Removed("justice.gouv.fr"); again.VerifyKeys["ed25519:a1"] != keys["ed25519:a1"] {
+		t.Fatal("a caller changed the gate's snapshot through Removed")
+	}
+	if _, ok := h.svc.Removed("armees.gouv.fr:8448"); ok {
+		t.Fatal("Removed returned a record for a listed server")
+	}
+
+	bad := build(t, listSpec{signers: []allowlist.SecretKey{}})
+	bad.Removed["interieur.gouv.fr"] = allowlist.Removal{RemovedAt: t0.UnixMilli(), Reason: "r", VerifyKeys: map[string]string{"ed25519:a1": "not base64!"}}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "removed.interieur.gouv.fr.verify_keys") {
+		t.Fatalf("a removal record with a bad key: %v", err)
+	}
+}

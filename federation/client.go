@@ -34,6 +34,8 @@ type Gate interface {
 	Allowed(server string) bool
 	// Pinned is what the list pins for a listed server: verify keys, endpoint.
 	Pinned(server string) (allowlist.Server, bool)
+	// Removed is the removal record of a server the list shows as removed.
+	Removed(server string) (allowlist.Removal, bool)
 }
 
 // PeerLists is what the client needs to pass newer allowlists on

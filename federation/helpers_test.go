@@ -170,7 +170,8 @@ func verify(ring gomatrixserverlib.JSONVerifier, server string, message []byte, 
 // fakeGate is a gate for tests of the client or key ring alone, talking to
 // a TLS test server rather than a Chappe server.
 type fakeGate struct {
-	servers map[string]allowlist.Server // the allowed servers and their pins
+	servers map[string]allowlist.Server  // the allowed servers and their pins
+	removed map[string]allowlist.Removal // servers shown as removed
 }
 
 func (g fakeGate) Allowed(s string) bool { _, ok := g.servers[s]; return ok }
@@ -183,6 +184,8 @@ func (g fakeGate) Check(s string) error {
 }
 
 func (g fakeGate) Pinned(s string) (allowlist.Server, bool) { srv, ok := g.servers[s]; return srv, ok }
+
+func (g fakeGate) Removed(s string) (allowlist.Removal, bool) { r, ok := g.removed[s]; return r, ok }
 
 // newClient builds a client for tests of the client alone.
 func newClient(t *testing.T, cfg federation.ClientConfig, gate federation.Gate, key signingkey.Key) *federation.Client {

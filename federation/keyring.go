@@ -155,7 +155,7 @@ func (k *KeyRing) VerifyJSONs(ctx context.Context, requests []gomatrixserverlib.
 func (k *KeyRing) verifyJSON(ctx context.Context, r gomatrixserverlib.VerifyJSONRequest) error {
 	server := string(r.ServerName)
 	if err := k.gate.Check(server); err != nil {
-		return err
+		return k.verifyRemoved(server, r, err)
 	}
 	ids, err := gomatrixserverlib.ListKeyIDs(server, r.Message)
 	if err != nil {
@@ -185,6 +185,33 @@ func (k *KeyRing) verifyJSON(ctx context.Context, r gomatrixserverlib.VerifyJSON
 		return fmt.Errorf("not signed by %s with an ed25519 key", server)
 	}
 	return errors.Join(errs...)
+}
+
+// verifyRemoved checks a signature of a server the gate refuses (refusal):
+// only a server the list shows as removed, on something signed before its
+// removal, with the keys the removal record carries (Removal.VerifyKeys).
+// Nothing is ever fetched from it. Otherwise refusal stands.
+func (k *KeyRing) verifyRemoved(server string, r gomatrixserverlib.VerifyJSONRequest, refusal error) error {
+	removal, ok := k.gate.Removed(server)
+	if !ok || len(removal.VerifyKeys) == 0 || int64(r.AtTS) >= removal.RemovedAt {
+		return refusal
+	}
+	ids, err := gomatrixserverlib.ListKeyIDs(server, r.Message)
+	if err != nil {
+		return fmt.Errorf("reading the signatures of %s: %w", server, err)
+	}
+	for _, id := range ids {
+		b64, ok := removal.VerifyKeys[string(id)]
+		if !ok {
+			continue
+		}
+		pub, err := decodeKey(b64)
+		if err != nil {
+			return fmt.Errorf("the key %s the removal record of %s carries: %w", id, server, err)
+		}
+		return gomatrixserverlib.VerifyJSON(server, id, pub, r.Message)
+	}
+	return fmt.Errorf("%s was removed from the allowlist and its removal record has none of the keys it signed with: %w", server, refusal)
 }
 
 // ServerKey is the key keyID of server, for checking a request signature

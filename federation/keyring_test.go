@@ -16,6 +16,7 @@ import (
 	"chappe/app/apptest"
 	"chappe/config"
 	"chappe/federation"
+	"chappe/signingkey"
 )
 
 // The key ring of a real server: direct fetches, cached; strict validity;
@@ -184,5 +185,44 @@ func TestKeyRingDocuments(t *testing.T) {
 		if err := verify(ring, server, ev, time.Now(), nil); err == nil {
 			t.Errorf("%s: a bad key document was accepted", server)
 		}
+	}
+}
+
+// TestKeyRingRemovedServers: a server the list shows as removed is never
+// asked for its keys; its signatures check only with the keys its removal
+// record carries, and only on what it signed before its removal.
+func TestKeyRingRemovedServers(t *testing.T) {
+	removedAt := time.Now().Add(-time.Hour)
+	kept, unknown := newKey(t), newKey(t)
+	gate := fakeGate{servers: map[string]allowlist.Server{}, removed: map[string]allowlist.Removal{
+		"removed.chappe.test": {RemovedAt: removedAt.UnixMilli(), Reason: "test", VerifyKeys: map[string]string{string(kept.ID): kept.PublicBase64()}},
+		"keyless.chappe.test": {RemovedAt: removedAt.UnixMilli(), Reason: "test"},
+	}}
+	us := newKey(t)
+	ring := federation.NewKeyRing(federation.KeyRingConfig{ServerName: "us.chappe.test", Key: us, KeyValidity: time.Hour}, gate,
+		newClient(t, federation.ClientConfig{Enabled: true}, gate, us), nopLog)
+	before, after := removedAt.Add(-time.Minute), removedAt.Add(time.Minute)
+	cases := []struct {
+		name   string
+		server string
+		key    signingkey.Key
+		at     time.Time
+		ok     bool
+	}{
+		{"signed before the removal with a kept key", "removed.chappe.test", kept, before, true},
+		{"signed after the removal", "removed.chappe.test", kept, after, false},
+		{"signed with a key the record lacks", "removed.chappe.test", unknown, before, false},
+		{"removed without keys", "keyless.chappe.test", kept, before, false},
+		{"never listed", "stranger.chappe.test", kept, before, false},
+	}
+	for _, tc := range cases {
+		msg := signJSON(t, tc.server, tc.key, map[string]string{"a": "b"})
+		err := verify(ring, tc.server, msg, tc.at, nil)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+	if _, err := ring.ServerKey(t.Context(), "removed.chappe.test", string(kept.ID)); err == nil {
+		t.Error("a removed server's key was accepted for a request signature")
 	}
 }

@@ -134,7 +134,7 @@ func (r *Roomserver) takeBackfilled(ctx context.Context, server, version, roomID
 	var evs []gomatrixserverlib.PDU
 	var ids []string
 	for _, raw := range raws {
-		ev, err := r.parsePDU(ctx, version, raw)
+		ev, err := r.parseHistoricalPDU(ctx, version, raw)
 		if err != nil {
 			r.log(ctx).Warn().Err(err).Str("server", server).Msg("dropping a backfilled event")
 			continue

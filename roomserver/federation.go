@@ -7,6 +7,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 
+	"chappe/allowlist"
 	"chappe/mxerr"
 	"chappe/sqlstore"
 )
@@ -32,6 +33,9 @@ type Gate interface {
 	Allowed(server string) bool
 	// Check is Allowed with the reason, for people (nil when allowed).
 	Check(server string) error
+	// Removed is the removal record of a server the list shows as removed
+	// (see checkBorder).
+	Removed(server string) (allowlist.Removal, bool)
 }
 
 // Remote is the roomserver's view of other servers: one method per

@@ -1,6 +1,7 @@
 package roomserver
 
 import (
+	"chappe/allowlist"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -120,8 +121,9 @@ func (k peerKeys) VerifyJSONs(_ context.Context, reqs []gomatrixserverlib.Verify
 
 type allowAll struct{}
 
-func (allowAll) Allowed(string) bool { return true }
-func (allowAll) Check(string) error  { return nil }
+func (allowAll) Allowed(string) bool                      { return true }
+func (allowAll) Check(string) error                       { return nil }
+func (allowAll) Removed(string) (allowlist.Removal, bool) { return allowlist.Removal{}, false }
 
 // loopRemote is one server's Remote: each call goes to the named peer.
 type loopRemote struct {

@@ -59,7 +59,7 @@ func (r *Roomserver) currentPreview(ctx context.Context, version, roomID string)
 func (r *Roomserver) checkedPreview(ctx context.Context, version, roomID string, sent []json.RawMessage) []StrippedEvent {
 	out := []StrippedEvent{}
 	for _, raw := range sent {
-		ev, err := r.parsePDU(ctx, version, raw)
+		ev, err := r.parseHistoricalPDU(ctx, version, raw)
 		switch {
 		case err == nil && ev.RoomID().String() == roomID && ev.StateKey() != nil:
 			out = append(out, strippedOf(ev))

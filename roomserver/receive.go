@@ -55,11 +55,23 @@ func (r *Roomserver) ReceivePDU(ctx context.Context, origin string, raw json.Raw
 	return ev.EventID(), r.ingest(ctx, origin, version, ev, 0, placeLive)
 }
 
-// parsePDU applies the checks on receipt that need no other event: format
-// (and the event ID derived from it), the border (sender's server and every
-// signing server listed), signatures, and hashes (a mismatch redacts the
-// event, as the spec says). Steps 1–3.
+// parsePDU applies the checks on receipt that need no other event to an
+// event pushed to us as new: format (and the event ID derived from it), the
+// border (sender's server and every signing server listed), signatures,
+// and hashes (a mismatch redacts the event, as the spec says). Steps 1–3.
 func (r *Roomserver) parsePDU(ctx context.Context, version string, raw []byte) (gomatrixserverlib.PDU, error) {
+	return r.parseEvent(ctx, version, raw, false)
+}
+
+// parseHistoricalPDU is parsePDU for an event we asked for to complete the
+// room's graph (auth events, missing events, backfill, the state at a gap,
+// a join's state): there the border also admits what a removed server did
+// before its removal (see checkBorder).
+func (r *Roomserver) parseHistoricalPDU(ctx context.Context, version string, raw []byte) (gomatrixserverlib.PDU, error) {
+	return r.parseEvent(ctx, version, raw, true)
+}
+
+func (r *Roomserver) parseEvent(ctx context.Context, version string, raw []byte, historical bool) (gomatrixserverlib.PDU, error) {
 	if !r.cfg.Federation.enabled() {
 		return nil, mxerr.New(mxerr.Forbidden, "Federation is switched off on this server")
 	}
@@ -74,7 +86,7 @@ func (r *Roomserver) parsePDU(ctx context.Context, version string, raw []byte) (
 	if err != nil {
 		return nil, mxerr.New(mxerr.BadJSON, "Invalid event: %v", err)
 	}
-	if err := r.checkBorder(ev); err != nil {
+	if err := r.checkBorder(ev, historical); err != nil {
 		return nil, err
 	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, r.cfg.Federation.Keys, userIDForSender); err != nil {
@@ -85,20 +97,44 @@ func (r *Roomserver) parsePDU(ctx context.Context, version string, raw []byte) (
 
 // checkBorder refuses an event whose sender's server, or any server that
 // signed it, is outside the federation (DESIGN.md, enforcement point 3).
-func (r *Roomserver) checkBorder(ev gomatrixserverlib.PDU) error {
+//
+// Servers removed from the list: a room they took part in must stay
+// joinable, and they must never be contacted. So in the history we ask
+// for (historical), an event of a removed server is admitted when it was
+// made before its removal (origin_server_ts before removed_at; its
+// signatures then check only with the keys the removal record carries,
+// see federation.KeyRing). Anything it sends as new is refused, like any
+// unlisted server's. A listed server could still backdate events in its
+// name: the removal record's keys bound that to keys the officers knew.
+func (r *Roomserver) checkBorder(ev gomatrixserverlib.PDU, historical bool) error {
 	sender := serverOf(string(ev.SenderID()))
-	if sender != r.cfg.ServerName && !r.cfg.Federation.Gate.Allowed(sender) {
+	if !r.borderAdmits(sender, ev, historical) {
 		return mxerr.New(mxerr.Forbidden, "Event %s was sent from %s, outside the federation", ev.EventID(), sender)
 	}
 	var refused error
 	gjson.GetBytes(ev.JSON(), "signatures").ForEach(func(server, _ gjson.Result) bool {
-		if s := server.String(); s != r.cfg.ServerName && !r.cfg.Federation.Gate.Allowed(s) {
+		if s := server.String(); !r.borderAdmits(s, ev, historical) {
 			refused = mxerr.New(mxerr.Forbidden, "Event %s is signed by %s, outside the federation", ev.EventID(), s)
 			return false
 		}
 		return true
 	})
 	return refused
+}
+
+// borderAdmits tells whether an event may carry server's name (as sender
+// or signer): ours and listed servers always; a removed server in history
+// from before its removal.
+func (r *Roomserver) borderAdmits(server string, ev gomatrixserverlib.PDU, historical bool) bool {
+	gate := r.cfg.Federation.Gate
+	if server == r.cfg.ServerName || gate.Allowed(server) {
+		return true
+	}
+	if !historical {
+		return false
+	}
+	removal, ok := gate.Removed(server)
+	return ok && int64(ev.OriginServerTS()) < removal.RemovedAt
 }
 
 // ingest takes a checked event into the room: its auth events are fetched
@@ -195,7 +231,7 @@ func (r *Roomserver) fetchOutlier(ctx context.Context, server, version, eventID 
 	if err != nil {
 		return sqlstore.Event{}, err
 	}
-	ev, err := r.parsePDU(ctx, version, raw)
+	ev, err := r.parseHistoricalPDU(ctx, version, raw)
 	if err != nil {
 		return sqlstore.Event{}, err
 	}
@@ -263,7 +299,7 @@ func (r *Roomserver) fetchMissingPrevEvents(ctx context.Context, origin, version
 	}
 	var evs []gomatrixserverlib.PDU
 	for _, raw := range raws {
-		got, err := r.parsePDU(ctx, version, raw)
+		got, err := r.parseHistoricalPDU(ctx, version, raw)
 		if err != nil {
 			r.log(ctx).Warn().Err(err).Msg("dropping an event of get_missing_events")
 			continue

@@ -121,7 +121,7 @@ func (r *Roomserver) joinVia(ctx context.Context, req MembershipRequest, roomID,
 			if err != nil {
 				return nil, err
 			}
-			ev, err := r.parsePDU(ctx, version, raw)
+			ev, err := r.parseHistoricalPDU(ctx, version, raw)
 			if err != nil {
 				return nil, err
 			}
@@ -147,7 +147,7 @@ func (r *Roomserver) adoptJoinedRoom(ctx context.Context, req MembershipRequest,
 		if ev.Type() == "m.room.create" && ev.StateKey() != nil && *ev.StateKey() == "" {
 			create = ev
 		}
-		if err := r.checkBorder(ev); err != nil {
+		if err := r.checkBorder(ev, true); err != nil {
 			return err
 		}
 	}

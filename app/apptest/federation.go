@@ -22,6 +22,7 @@ import (
 
 	"chappe/allowlist"
 	"chappe/config"
+	"chappe/signingkey"
 )
 
 // Federation is a set of real Chappe servers on loopback that federate over
@@ -53,7 +54,11 @@ type Federation struct {
 	servers     map[string]*FedServer // every server started, by name
 	listed      map[string]bool       // in the next list
 	removed     map[string]bool       // removed from the list (shown as such)
-	pinKeys     map[string]bool       // listed with their verify key pinned
+	removedAt   map[string]int64      // when, in ms
+	// external are listed servers the harness does not run (a test's own
+	// peer), with their entries.
+	external map[string]allowlist.Server
+	pinKeys  map[string]bool // listed with their verify key pinned
 }
 
 // FedServer is one server of a Federation.
@@ -79,7 +84,7 @@ func NewFederation(t testing.TB) *Federation {
 	t.Helper()
 	f := &Federation{
 		Name: "test.chappe", CA: NewTestCA(t),
-		servers: map[string]*FedServer{}, listed: map[string]bool{}, removed: map[string]bool{}, pinKeys: map[string]bool{},
+		servers: map[string]*FedServer{}, listed: map[string]bool{}, removed: map[string]bool{}, removedAt: map[string]int64{}, external: map[string]allowlist.Server{}, pinKeys: map[string]bool{},
 	}
 	for _, name := range []string{"officer1", "officer2"} {
 		k, err := allowlist.GenerateKey(name, "k1")
@@ -213,6 +218,7 @@ func (f *Federation) Remove(t testing.TB, name string) {
 	}
 	delete(f.listed, name)
 	f.removed[name] = true
+	f.removedAt[name] = time.Now().UnixMilli()
 }
 
 // Add lists a server (again) in the next list.
@@ -225,6 +231,15 @@ func (f *Federation) Add(t testing.TB, name string) {
 	}
 	f.listed[name] = true
 	delete(f.removed, name)
+}
+
+// AddExternal lists, in the next lists, a server the test runs itself (a
+// peer written with gomatrixserverlib, say) at endpoint, with its verify
+// key pinned so that nobody fetches it.
+func (f *Federation) AddExternal(name, endpoint string, key signingkey.Key) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.external[name] = allowlist.Server{Endpoint: endpoint, VerifyKeys: map[string]string{string(key.ID): key.PublicBase64()}}
 }
 
 // PinKey makes the next lists pin name's signing key, so other servers
@@ -318,6 +333,9 @@ func (f *Federation) document(t testing.TB, serial int64, rogue bool) []byte {
 	}
 	d.Serial = serial
 	f.mu.Lock()
+	for srvName, entry := range f.external {
+		d.Servers[srvName] = entry
+	}
 	for srvName, s := range f.servers {
 		switch {
 		case rogue || f.listed[srvName]:
@@ -327,7 +345,13 @@ func (f *Federation) document(t testing.TB, serial int64, rogue bool) []byte {
 			}
 			d.Servers[srvName] = entry
 		case f.removed[srvName]:
-			d.Removed[srvName] = allowlist.Removal{RemovedAt: now.UnixMilli(), Reason: "removed by the test"}
+			// As the officers' tool does (allowlist.RemoveServer): the
+			// pinned keys go with the removal record.
+			removal := allowlist.Removal{RemovedAt: f.removedAt[srvName], Reason: "removed by the test"}
+			if f.pinKeys[srvName] {
+				removal.VerifyKeys = map[string]string{string(s.Key.ID): s.Key.PublicBase64()}
+			}
+			d.Removed[srvName] = removal
 		}
 	}
 	f.mu.Unlock()
