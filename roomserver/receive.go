@@ -50,9 +50,23 @@ func (r *Roomserver) ReceivePDU(ctx context.Context, origin string, raw json.Raw
 	}
 	ev, err := r.parsePDU(ctx, version, raw)
 	if err != nil {
-		return "", err
+		return eventIDOf(version, raw), err
 	}
 	return ev.EventID(), r.ingest(ctx, origin, version, ev, 0, placeLive)
+}
+
+// eventIDOf is the ID of a refused event, so that the transaction's answer
+// names it; "" when the event cannot be read at all.
+func eventIDOf(version string, raw []byte) string {
+	ver, err := roomVersion(version)
+	if err != nil {
+		return ""
+	}
+	ev, err := ver.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return ""
+	}
+	return ev.EventID()
 }
 
 // parsePDU applies the checks on receipt that need no other event to an
