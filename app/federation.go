@@ -7,24 +7,33 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"chappe/config"
 	"chappe/federation"
 	"chappe/roomserver"
 )
 
-// newFederation builds the outbound client, the key ring and the federation
-// router, and loads the listener's certificate when one is configured.
-func (s *Server) newFederationClient() error {
-	cfg := s.Config
+// FederationClientConfig is the outbound client's configuration from ours;
+// lists spreads allowlists (nil: not spread, as `chappe federation check`
+// wants: a diagnostic must not change the list in force).
+func FederationClientConfig(cfg config.Config, lists federation.PeerLists) federation.ClientConfig {
 	fc := cfg.Federation
-	client, err := federation.NewClient(federation.ClientConfig{
+	return federation.ClientConfig{
 		ServerName:     cfg.ServerName,
 		Enabled:        fc.Enabled,
 		RequestTimeout: fc.RequestTimeout.D(),
 		BackoffInitial: fc.BackoffInitial.D(),
 		BackoffMax:     fc.BackoffMax.D(),
 		CAFile:         fc.CAFile,
-		Lists:          s.Allowlist,
-	}, s.Allowlist, s.Key, s.Log)
+		Lists:          lists,
+	}
+}
+
+// newFederation builds the outbound client, the key ring and the federation
+// router, and loads the listener's certificate when one is configured.
+func (s *Server) newFederationClient() error {
+	cfg := s.Config
+	fc := cfg.Federation
+	client, err := federation.NewClient(FederationClientConfig(cfg, s.Allowlist), s.Allowlist, s.Key, s.Log)
 	if err != nil {
 		return err
 	}

@@ -84,7 +84,8 @@ type Request struct {
 	// Body is sent as JSON when non-nil (json.RawMessage and []byte as is).
 	Body any
 	// Unsigned is only for GET /_matrix/key/v2/server and /.well-known,
-	// which servers call before they can know each other's keys.
+	// which servers call before they can know each other's keys, and for
+	// the version endpoint, which needs no authentication.
 	Unsigned bool
 	// MaxResponseBytes caps the response body; 0: DefaultMaxResponseBytes.
 	MaxResponseBytes int64
@@ -266,7 +267,7 @@ func checkRequest(req Request) error {
 	if req.Destination == "" || req.Method == "" || !strings.HasPrefix(req.Path, "/") {
 		return fmt.Errorf("federation: bad request %s %q to %q", req.Method, req.Path, req.Destination)
 	}
-	if req.Unsigned && req.Path != KeyPath && !strings.HasPrefix(req.Path, "/.well-known/") {
+	if req.Unsigned && req.Path != KeyPath && req.Path != VersionPath && !strings.HasPrefix(req.Path, "/.well-known/") {
 		return fmt.Errorf("federation: %s must be signed", req.Path)
 	}
 	return nil

@@ -2,15 +2,12 @@ package federation
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
-
-	"chappe/allowlist"
 )
 
 // Spreading the allowlist between listed servers. Every federation request
@@ -128,10 +125,7 @@ func (s *listSpreader) fetch(peer string) {
 		s.wg.Done()
 	}()
 	log := s.log.With().Str("peer", peer).Logger()
-	var raw json.RawMessage
-	err := s.client.Do(s.ctx, Request{
-		Destination: peer, Method: http.MethodGet, Path: PeerListPath, MaxResponseBytes: allowlist.MaxDocumentBytes,
-	}, &raw)
+	raw, err := s.client.FetchPeerList(s.ctx, peer)
 	if err != nil {
 		log.Warn().Err(err).Msg("could not fetch the newer allowlist of a peer")
 		return

@@ -55,18 +55,22 @@ func (r *resolver) resolve(ctx context.Context, serverName string) ([]target, er
 		return nil, err
 	}
 	if ep := r.pinned(serverName); ep != "" {
+		traceStep(ctx, "the allowlist pins the endpoint %s: no .well-known, no DNS SRV lookup", ep)
 		return []target{{addr: ep, tlsName: certName(host), host: serverName}}, nil
 	}
 	// Step 1: an IP literal, with its port or 8448.
 	if isIPLiteral(host) {
+		traceStep(ctx, "step 1: %s is an IP address literal", host)
 		return []target{{addr: joinHostPort(host, port), tlsName: certName(host), host: serverName}}, nil
 	}
 	// Step 2: a hostname with an explicit port.
 	if port != "" {
+		traceStep(ctx, "step 2: %s gives its port explicitly", serverName)
 		return []target{{addr: serverName, tlsName: host, host: serverName}}, nil
 	}
 	// Step 3: the .well-known delegation.
 	if delegated, ok := r.wellKnown(ctx, host); ok {
+		traceStep(ctx, "step 3: https://%s/.well-known/matrix/server delegates to %s", host, delegated)
 		return r.resolveDelegated(ctx, delegated)
 	}
 	// Steps 4 to 6: SRV records of the hostname, then the hostname itself.
@@ -82,8 +86,10 @@ func (r *resolver) resolveDelegated(ctx context.Context, delegated string) ([]ta
 	}
 	switch {
 	case isIPLiteral(host): // 3.1
+		traceStep(ctx, "step 3.1: the delegated name is an IP address literal")
 		return []target{{addr: joinHostPort(host, port), tlsName: certName(host), host: delegated}}, nil
 	case port != "": // 3.2
+		traceStep(ctx, "step 3.2: the delegated name gives its port explicitly")
 		return []target{{addr: delegated, tlsName: host, host: delegated}}, nil
 	}
 	return r.srvOrDefault(ctx, host, host), nil // 3.3 to 3.5
@@ -97,6 +103,7 @@ func (r *resolver) srvOrDefault(ctx context.Context, hostname, hostHeader string
 	for _, service := range []string{"matrix-fed", "matrix"} {
 		_, records, err := r.lookupSRV(ctx, service, "tcp", hostname)
 		if err != nil {
+			traceStep(ctx, "DNS SRV _%s._tcp.%s: none (%v)", service, hostname, err)
 			continue
 		}
 		var out []target
@@ -108,10 +115,38 @@ func (r *resolver) srvOrDefault(ctx context.Context, hostname, hostHeader string
 			out = append(out, target{addr: net.JoinHostPort(t, strconv.Itoa(int(rec.Port))), tlsName: hostname, host: hostHeader})
 		}
 		if len(out) > 0 {
+			traceStep(ctx, "DNS SRV _%s._tcp.%s: %s", service, hostname, describeTargets(out))
 			return out
 		}
+		traceStep(ctx, "DNS SRV _%s._tcp.%s: no usable record", service, hostname)
 	}
+	traceStep(ctx, "no SRV record: %s on the default port %s", hostname, defaultPort)
 	return []target{{addr: net.JoinHostPort(hostname, defaultPort), tlsName: hostname, host: hostHeader}}
+}
+
+// describeTargets lists targets for people: "a:1, b:2".
+func describeTargets(ts []target) string {
+	addrs := make([]string, len(ts))
+	for i, t := range ts {
+		addrs[i] = t.addr
+	}
+	return strings.Join(addrs, ", ")
+}
+
+// resolveTraceKey is the context key of a discovery trace (see Discover).
+type resolveTraceKey struct{}
+
+// withResolveTrace returns a context whose discovery steps are told to fn.
+func withResolveTrace(ctx context.Context, fn func(step string)) context.Context {
+	return context.WithValue(ctx, resolveTraceKey{}, fn)
+}
+
+// traceStep tells the context's trace, if any, about a discovery step.
+// Without a trace it costs a context lookup and formats nothing.
+func traceStep(ctx context.Context, format string, args ...any) {
+	if fn, ok := ctx.Value(resolveTraceKey{}).(func(string)); ok {
+		fn(fmt.Sprintf(format, args...))
+	}
 }
 
 // splitServerName splits a server name (appendices.md, "Server Name") into
@@ -175,6 +210,8 @@ type wellKnownCache struct {
 type wellKnownEntry struct {
 	delegated string // "" when there is no valid delegation
 	expires   time.Time
+	// why says why there is no delegation (for the trace).
+	why string
 }
 
 func newWellKnownCache(fetch func(context.Context, string) (string, time.Duration, error), now func() time.Time) *wellKnownCache {
@@ -185,6 +222,7 @@ func newWellKnownCache(fetch func(context.Context, string) (string, time.Duratio
 // lookup is the delegation of hostname, from the cache or fetched.
 func (w *wellKnownCache) lookup(ctx context.Context, hostname string) (string, bool) {
 	if e, ok := w.cache.Get(hostname); ok && w.now().Before(e.expires) {
+		traceWellKnown(ctx, hostname, e)
 		return e.delegated, e.delegated != ""
 	}
 	v, _, _ := w.group.Do(hostname, func() (any, error) {
@@ -195,7 +233,7 @@ func (w *wellKnownCache) lookup(ctx context.Context, hostname string) (string, b
 		}
 		e := wellKnownEntry{delegated: delegated, expires: w.now().Add(ttl)}
 		if err != nil {
-			e.delegated = ""
+			e.delegated, e.why = "", err.Error()
 		}
 		if ttl > 0 {
 			w.cache.Add(hostname, e)
@@ -203,7 +241,16 @@ func (w *wellKnownCache) lookup(ctx context.Context, hostname string) (string, b
 		return e, nil
 	})
 	e := v.(wellKnownEntry)
+	traceWellKnown(ctx, hostname, e)
 	return e.delegated, e.delegated != ""
+}
+
+// traceWellKnown tells the trace that hostname has no delegation, and why.
+// (A delegation is traced by resolve, which then follows it.)
+func traceWellKnown(ctx context.Context, hostname string, e wellKnownEntry) {
+	if e.delegated == "" {
+		traceStep(ctx, "step 3: no .well-known delegation at https://%s/.well-known/matrix/server (%s)", hostname, e.why)
+	}
 }
 
 // wellKnownTTL is how long an answer is kept: an error an hour, a valid

@@ -46,6 +46,19 @@ func LoadOrGenerate(path string) (Key, error) {
 	return Parse(string(data))
 }
 
+// Load reads the key file at path, which must exist: for tools that act
+// as the server (they must not make up a key of their own).
+func Load(path string) (Key, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return Key{}, fmt.Errorf("no signing key at %s: the server creates it at its first start (chappe serve)", path)
+	}
+	if err != nil {
+		return Key{}, fmt.Errorf("reading signing key: %w", err)
+	}
+	return Parse(string(data))
+}
+
 // Parse reads the one-line key file format.
 func Parse(text string) (Key, error) {
 	fields := strings.Fields(text)

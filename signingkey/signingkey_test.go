@@ -47,3 +47,22 @@ func TestParseRejectsBadFiles(t *testing.T) {
 		t.Fatalf("valid file: %v %v", k.ID, err)
 	}
 }
+
+// Load reads an existing key and never creates one.
+func TestLoadNeverGenerates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "signing.key")
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "chappe serve") {
+		t.Fatalf("missing key: %v", err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("Load created %s: %v", path, err)
+	}
+	k1, err := LoadOrGenerate(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := Load(path)
+	if err != nil || k1.ID != k2.ID || !k1.Private.Equal(k2.Private) {
+		t.Fatalf("Load gave another key: %v", err)
+	}
+}

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
@@ -22,6 +23,9 @@ Usage:
   chappe allowlist keygen|new|add|remove|bump|sign|verify|show|diff|status …
                                                the security officers' tool for the
                                                signed allowlist (chappe allowlist help)
+  chappe federation check SERVER [--config FILE] [--json] [--probe-unlisted]
+                                               check, step by step, that federation
+                                               with SERVER works (for IT departments)
   chappe version                               print the version
 
 The configuration is one YAML file (see chappe.example.yaml); every key can be
@@ -44,6 +48,8 @@ func main() {
 		err = cmdRegistrationToken(os.Args[2:], os.Stdout)
 	case "allowlist":
 		err = cmdAllowlist(os.Args[2:], os.Stdout, os.Stderr)
+	case "federation":
+		err = cmdFederation(os.Args[2:], os.Stdout, os.Stderr)
 	case "version", "--version", "-v":
 		fmt.Printf("chappe %s\n", version)
 	case "help", "--help", "-h":
@@ -51,6 +57,10 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "chappe: unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)
+	}
+	var exit *exitError
+	if errors.As(err, &exit) {
+		os.Exit(exit.code) // the command has said why
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "chappe: %v\n", err)

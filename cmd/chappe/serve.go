@@ -14,11 +14,22 @@ import (
 
 // loadConfig parses --config (or CHAPPE_CONFIG) and the environment.
 func loadConfig(fs *flag.FlagSet, args []string) (config.Config, error) {
-	path := fs.String("config", os.Getenv("CHAPPE_CONFIG"), "YAML configuration file")
+	path := configFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return config.Config{}, err
 	}
-	cfg, err := config.Load(*path, os.Environ())
+	return readConfig(*path)
+}
+
+// configFlag adds --config to fs (default: CHAPPE_CONFIG).
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", os.Getenv("CHAPPE_CONFIG"), "YAML configuration file")
+}
+
+// readConfig loads the configuration file at path (none: "") and the
+// environment's overrides.
+func readConfig(path string) (config.Config, error) {
+	cfg, err := config.Load(path, os.Environ())
 	if err != nil {
 		return cfg, fmt.Errorf("configuration:\n%w", err)
 	}
