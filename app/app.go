@@ -76,6 +76,9 @@ type Server struct {
 	// stores them; Sender delivers them, one worker per destination.
 	Outbox *federation.Outbox
 	Sender *federation.Sender
+	// Peers is the E2EE relay's and the ephemeral components' view of
+	// other servers: key requests and EDUs.
+	Peers *federation.E2EEPeers
 
 	db      *Database
 	handler http.Handler
@@ -230,7 +233,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 		EncryptPrivateByDefault: cfg.Rooms.EncryptPrivateByDefault, RefusePlaintextInEncrypted: cfg.Rooms.RefusePlaintextInEncrypted,
 		Federation: s.roomFederation()}, db.Store, key, s.Accounts, s.Hub, s.Push, s.Outbox)
 	s.newUserData()
-	s.E2EE = e2ee.New(e2ee.Config{ServerName: cfg.ServerName}, db.Store, s.Hub)
+	s.E2EE = e2ee.New(e2ee.Config{ServerName: cfg.ServerName}, db.Store, s.Hub, s.e2eeFederation())
 	s.Sync = syncapi.New(syncapi.Deps{Store: db.Store, Hub: s.Hub, Rooms: s.Rooms, AccountData: s.AccountData, Ephemeral: s.Ephemeral, Push: syncPush{s.Push}, E2EE: s.E2EE})
 	if s.Media, err = NewMedia(cfg, db.Store); err != nil {
 		_ = db.Close()
@@ -248,7 +251,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 func (s *Server) newUserData() {
 	cfg, store := s.Config, s.Store
 	s.AccountData = accountdata.New(store, s.Hub)
-	s.Ephemeral = ephemeral.New(store, s.Hub, s.AccountData, ephemeral.PresenceConfig{Enabled: cfg.Presence.Enabled}, nil)
+	s.Ephemeral = ephemeral.New(store, s.Hub, s.AccountData, ephemeral.PresenceConfig{Enabled: cfg.Presence.Enabled}, s.ephemeralFederation(), nil)
 	s.UserDir = userdir.New(store)
 	s.TURN = voip.New(voip.Config{URIs: cfg.TURN.URIs, SharedSecret: cfg.TURN.SharedSecret, TTL: cfg.TURN.TTL.D()}, nil)
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"chappe/config"
+	"chappe/e2ee"
+	"chappe/ephemeral"
 	"chappe/federation"
 	"chappe/roomserver"
 )
@@ -44,7 +46,26 @@ func (s *Server) newFederationClient() error {
 	s.Sender = federation.NewSender(federation.SenderConfig{InitialBackoff: fc.BackoffInitial.D(), MaxBackoff: fc.BackoffMax.D()},
 		s.Store, s.Allowlist, federation.NewRemote(client), s.Log.With().Str("component", "federation_sender").Logger())
 	s.Outbox = federation.NewOutbox(cfg.ServerName, s.Allowlist, s.Sender)
+	s.Peers = federation.NewE2EEPeers(client, s.Outbox, s.Allowlist)
 	return nil
+}
+
+// e2eeFederation is how the E2EE relay reaches other servers: nil when
+// federation is off.
+func (s *Server) e2eeFederation() e2ee.Federation {
+	if !s.Config.Federation.Enabled {
+		return nil
+	}
+	return s.Peers
+}
+
+// ephemeralFederation is how typing, receipts and presence reach other
+// servers: nil when federation is off.
+func (s *Server) ephemeralFederation() ephemeral.Federation {
+	if !s.Config.Federation.Enabled {
+		return nil
+	}
+	return s.Peers
 }
 
 // roomFederation is what the roomserver needs to share rooms with other
@@ -62,7 +83,8 @@ func (s *Server) newFederationServer() error {
 	cfg := s.Config
 	fc := cfg.Federation
 	client := s.Federation
-	rooms := federation.NewRoomEndpoints(cfg.ServerName, s.Rooms, s.Store, fc.MaxRequestBytes)
+	rooms := federation.NewRoomEndpoints(cfg.ServerName, s.Rooms, eduReceiver{eph: s.Ephemeral, keys: s.E2EE}, s.Store, fc.MaxRequestBytes)
+	keys := federation.NewKeyEndpoints(s.E2EE, fc.MaxRequestBytes)
 	queries := federation.NewQueryEndpoints(federation.QueryConfig{
 		ServerName: cfg.ServerName, ServePublicRooms: fc.ServePublicRooms, MaxRequestBytes: fc.MaxRequestBytes,
 	}, s.Accounts, s.Rooms)
@@ -70,7 +92,7 @@ func (s *Server) newFederationServer() error {
 		ServerName: cfg.ServerName, Version: buildVersion(), MaxRequestBytes: fc.MaxRequestBytes,
 	}, federation.ServerDeps{
 		Keys: s.keyServer, KeyRing: s.KeyRing, Gate: s.Allowlist, Lists: s.Allowlist, Client: client, Log: s.Log,
-		Register:     func(r chi.Router) { rooms.Register(r); queries.Register(r) },
+		Register:     func(r chi.Router) { rooms.Register(r); queries.Register(r); keys.Register(r) },
 		RegisterOpen: queries.RegisterOpen,
 	})
 	s.fedHandler = srv.Handler()

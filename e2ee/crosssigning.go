@@ -139,7 +139,7 @@ func (s *Service) UploadCrossSigningKeys(ctx context.Context, userID string, req
 				return false, streams.Change{}, err
 			}
 		}
-		ch, err := markChanged(ctx, q, pos, userID)
+		ch, err := s.markAndAnnounce(ctx, q, pos, userID, announcement{crossSigning: true})
 		return err == nil, ch, err
 	})
 }
@@ -192,6 +192,7 @@ func (s *Service) UploadSignatures(ctx context.Context, signer string, body map[
 	}
 	var good []sqlstore.KeySignature
 	touched := map[string]bool{}
+	var own announcement // the signer's own keys newly signed: other servers see those
 	for _, user := range sortedKeys(body) {
 		for _, keyID := range sortedKeys(body[user]) {
 			obj := body[user][keyID]
@@ -253,6 +254,12 @@ func (s *Service) UploadSignatures(ctx context.Context, signer string, body map[
 			}
 			good = append(good, sqlstore.KeySignature{TargetUserID: user, TargetKeyID: keyID, SignerUserID: signer, SignerKeyID: signingKey, Signature: sig})
 			touched[user] = true
+			if user == signer {
+				own.crossSigning = own.crossSigning || keyID == csk[[2]string{signer, "master"}].PublicKey
+				if _, ok := myDevices[keyID]; ok {
+					own.devices = append(own.devices, keyID)
+				}
+			}
 		}
 	}
 	if len(good) == 0 {
@@ -266,8 +273,15 @@ func (s *Service) UploadSignatures(ctx context.Context, signer string, body map[
 			}
 		}
 		// The signed users' keys changed: their devices' trust for their
-		// own signatures, the signer's view for user-signing ones.
+		// own signatures, the signer's view for user-signing ones. Only
+		// the signer's own signatures are for other servers to see.
+		delete(touched, signer)
 		ch, err := markChanged(ctx, q, pos, sortedKeys(touched)...)
+		if err == nil && (len(own.devices) > 0 || own.crossSigning) {
+			var mine streams.Change
+			mine, err = s.markAndAnnounce(ctx, q, pos, signer, own)
+			ch.Users, ch.Rooms = append(ch.Users, mine.Users...), append(ch.Rooms, mine.Rooms...)
+		}
 		return err == nil, ch, err
 	})
 	return failures, err

@@ -62,7 +62,13 @@ type Service struct {
 	cfg   Config
 	store *sqlstore.Store
 	hub   *streams.Hub
+	fed   Federation // nil: no federation
 	now   func() time.Time
+
+	// resyncs holds the resyncs of remote device lists running in the
+	// background (user ID → true), at most maxResyncs at once.
+	resyncMu sync.Mutex
+	resyncs  map[string]bool
 
 	// unacked is, per device ("user\x00device"), the highest position of
 	// the to-device messages a sync returned and no later since has
@@ -103,13 +109,16 @@ func (s *Service) forgetKeyCounts(userID, deviceID string) {
 	}
 }
 
-// New builds the relay on the store and the Hub.
-func New(cfg Config, store *sqlstore.Store, hub *streams.Hub) *Service {
+// New builds the relay on the store and the Hub; fed is how it reaches
+// other servers (nil when federation is off: remote users are then
+// reported in failures, and their to-device messages dropped).
+func New(cfg Config, store *sqlstore.Store, hub *streams.Hub, fed Federation) *Service {
 	if cfg.MaxPendingToDevice <= 0 {
 		cfg.MaxPendingToDevice = DefaultMaxPendingToDevice
 	}
 	keyCounts, _ := lru.New[string, cachedKeyCounts](keyCountsCacheSize)
-	return &Service{cfg: cfg, store: store, hub: hub, now: time.Now, unacked: map[string]int64{}, keyCounts: keyCounts}
+	return &Service{cfg: cfg, store: store, hub: hub, fed: fed, now: time.Now, unacked: map[string]int64{},
+		keyCounts: keyCounts, resyncs: map[string]bool{}}
 }
 
 // ErrAuthRequired is returned by UploadCrossSigningKeys when the upload
@@ -276,9 +285,11 @@ func markChanged(ctx context.Context, q *sqlstore.Queries, pos int64, users ...s
 
 // DevicesDeleted announces that some of userID's devices were deleted
 // (their keys went with them by cascade): everyone sharing a room with the
-// user sees them in device_lists.changed. Call it after every deletion of
+// user sees them in device_lists.changed, and the servers sharing a room
+// get an m.device_list_update for each of candidates (the devices the user
+// had before the deletion) that is gone. Call it after every deletion of
 // devices.
-func (s *Service) DevicesDeleted(ctx context.Context, userID string) error {
+func (s *Service) DevicesDeleted(ctx context.Context, userID string, candidates ...string) error {
 	defer s.forgetKeyCounts(userID, "")
 	// Their messages are gone: forget what awaited acknowledgement.
 	devices, err := s.store.ListDevices(ctx, userID)
@@ -296,8 +307,14 @@ func (s *Service) DevicesDeleted(ctx context.Context, userID string) error {
 		}
 	}
 	s.mu.Unlock()
+	var gone []string
+	for _, d := range candidates {
+		if !alive[userID+"\x00"+d] {
+			gone = append(gone, d)
+		}
+	}
 	return s.inStream(ctx, func(q *sqlstore.Queries, pos int64) (bool, streams.Change, error) {
-		ch, err := markChanged(ctx, q, pos, userID)
+		ch, err := s.markAndAnnounce(ctx, q, pos, userID, announcement{deleted: gone})
 		return err == nil, ch, err
 	})
 }

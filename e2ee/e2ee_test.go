@@ -58,7 +58,7 @@ func fixture(t *testing.T, cfg e2ee.Config, userID string, devices ...string) (*
 	}
 	hub := streams.NewHub(last)
 	cfg.ServerName = "localhost"
-	return e2ee.New(cfg, store, hub), hub
+	return e2ee.New(cfg, store, hub, nil), hub
 }
 
 // A device that never syncs keeps at most MaxPendingToDevice messages: the

@@ -162,7 +162,7 @@ func (s *Service) UploadKeys(ctx context.Context, userID, deviceID string, req U
 			if err := storeKeys(q); err != nil {
 				return false, streams.Change{}, err
 			}
-			ch, err := markChanged(ctx, q, pos, userID)
+			ch, err := s.markAndAnnounce(ctx, q, pos, userID, announcement{devices: []string{deviceID}})
 			return err == nil, ch, err
 		})
 	}
@@ -220,13 +220,10 @@ type QueryResponse struct {
 	Failures        map[string]any                        `json:"failures"`
 }
 
-// federationUnavailable is the failure reported for remote servers until
-// the federation API exists.
-var federationUnavailable = map[string]any{"errcode": "M_UNKNOWN", "error": "Federation is not available on this server yet"}
-
 // QueryKeys returns the device keys and cross-signing keys of the users, as
-// viewer may see them. Spec: POST /keys/query. Remote users' servers are
-// listed in failures: federation does not exist yet.
+// viewer may see them. Spec: POST /keys/query. Remote users' keys come from
+// the cache of their device lists or from their servers (queryRemote);
+// servers that could not be asked are listed in failures.
 func (s *Service) QueryKeys(ctx context.Context, viewer string, req QueryRequest) (*QueryResponse, error) {
 	resp := &QueryResponse{
 		DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
@@ -234,17 +231,26 @@ func (s *Service) QueryKeys(ctx context.Context, viewer string, req QueryRequest
 		Failures: map[string]any{},
 	}
 	var local []string
-	for userID := range req.DeviceKeys {
+	remote := map[string]map[string][]string{} // server → user → devices
+	for userID, devices := range req.DeviceKeys {
 		server, ok := serverOf(userID)
 		if !ok {
 			return nil, mxerr.New(mxerr.InvalidParam, "device_keys: %q is not a user ID", userID)
 		}
 		if server != s.cfg.ServerName {
-			resp.Failures[server] = federationUnavailable
+			if remote[server] == nil {
+				remote[server] = map[string][]string{}
+			}
+			remote[server][userID] = devices
 			continue
 		}
 		local = append(local, userID)
 		resp.DeviceKeys[userID] = map[string]json.RawMessage{}
+	}
+	if len(remote) > 0 {
+		if err := s.queryRemote(ctx, remote, req.Timeout, resp); err != nil {
+			return nil, err
+		}
 	}
 	if len(local) == 0 {
 		return resp, nil
@@ -323,6 +329,7 @@ const maxClaims = 10_000
 // used. Devices without either are left out. Spec: POST /keys/claim.
 func (s *Service) ClaimKeys(ctx context.Context, req ClaimRequest) (*ClaimResponse, error) {
 	resp := &ClaimResponse{OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}, Failures: map[string]any{}}
+	remote := map[string]map[string]map[string]string{} // server → user → device → algorithm
 	n := 0
 	for userID, devices := range req.OneTimeKeys {
 		server, ok := serverOf(userID)
@@ -333,8 +340,14 @@ func (s *Service) ClaimKeys(ctx context.Context, req ClaimRequest) (*ClaimRespon
 			return nil, mxerr.New(mxerr.InvalidParam, "At most %d keys may be claimed at once", maxClaims)
 		}
 		if server != s.cfg.ServerName {
-			resp.Failures[server] = federationUnavailable
+			if remote[server] == nil {
+				remote[server] = map[string]map[string]string{}
+			}
+			remote[server][userID] = devices
 		}
+	}
+	if len(remote) > 0 {
+		s.claimRemote(ctx, remote, req.Timeout, resp)
 	}
 	for userID, devices := range req.OneTimeKeys {
 		if !s.isLocal(userID) {

@@ -2,6 +2,8 @@ package e2ee
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -20,15 +22,17 @@ const txnRetention = 7 * 24 * time.Hour
 // SendToDevice delivers the messages (recipient user → device ID or "*" →
 // content) from sender's device, once per transaction ID of the device and
 // event type: a retried request is a no-op. "*" means every device of the
-// user not named on its own. Unknown devices are skipped. Remote recipients
-// are dropped (and logged) until federation exists. Spec: PUT
-// /sendToDevice/{eventType}/{txnId}, send_to_device.md.
+// user not named on its own. Unknown devices are skipped. Messages for
+// remote users are queued, in the same transaction, as one
+// m.direct_to_device EDU per server (toRemote). Spec: PUT
+// /sendToDevice/{eventType}/{txnId}, send_to_device.md; server-server-api.md,
+// "Send-to-device messaging".
 func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType, txnID string, messages map[string]map[string]json.RawMessage) error {
 	if evType == "" || txnID == "" {
 		return mxerr.New(mxerr.InvalidParam, "The event type and the transaction ID must not be empty")
 	}
 	var msgs []sqlstore.ToDeviceMessage
-	remote := 0
+	remote := map[string]map[string]map[string]json.RawMessage{} // server → user → device → content
 	for _, userID := range sortedKeys(messages) {
 		server, ok := serverOf(userID)
 		if !ok {
@@ -39,27 +43,33 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 			if !strings.HasPrefix(strings.TrimSpace(string(content)), "{") {
 				return mxerr.New(mxerr.BadJSON, "messages.%s.%s must be a JSON object", userID, deviceID)
 			}
-			if server != s.cfg.ServerName {
-				remote++
-				continue
-			}
 			c, err := canonical(content)
 			if err != nil {
 				return err
+			}
+			if server != s.cfg.ServerName {
+				if remote[server] == nil {
+					remote[server] = map[string]map[string]json.RawMessage{}
+				}
+				if remote[server][userID] == nil {
+					remote[server][userID] = map[string]json.RawMessage{}
+				}
+				remote[server][userID][deviceID] = c
+				continue
 			}
 			msgs = append(msgs, sqlstore.ToDeviceMessage{UserID: userID, DeviceID: deviceID, Content: string(c)})
 		}
 	}
 	log := zerolog.Ctx(ctx)
-	if remote > 0 {
-		log.Warn().Int("messages", remote).Str("type", evType).Msg("to-device messages for remote users dropped: federation is not available yet")
-	}
 	var dropped int64
 	err := s.inStream(ctx, func(q *sqlstore.Queries, pos int64) (bool, streams.Change, error) {
 		now := s.now()
 		err := q.ClaimToDeviceTxn(ctx, sender, senderDevice, evType, txnID, now.UnixMilli(), now.Add(-txnRetention).UnixMilli())
 		if errors.Is(err, sqlstore.ErrConflict) {
 			return false, streams.Change{}, nil // a retry: already delivered
+		}
+		if err == nil {
+			err = s.toRemote(ctx, q, sender, evType, remote)
 		}
 		if err != nil || len(msgs) == 0 {
 			return false, streams.Change{}, err
@@ -80,6 +90,81 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 			Msg("to-device queue of a device full: oldest messages dropped")
 	}
 	return err
+}
+
+// toRemote queues the messages for remote users (server → user → device →
+// content), one m.direct_to_device EDU per server, with a message_id of its
+// own. Messages for a server outside the allowlist (or for any server when
+// federation is off) are dropped and logged: PUT /sendToDevice has no way
+// to report a recipient's failure (its answer is an empty object), and the
+// design forbids any traffic with such a server.
+func (s *Service) toRemote(ctx context.Context, q *sqlstore.Queries, sender, evType string, remote map[string]map[string]map[string]json.RawMessage) error {
+	for _, server := range sortedKeys(remote) {
+		if s.fed == nil || !s.fed.Allowed(server) {
+			zerolog.Ctx(ctx).Warn().Str("server", server).Str("type", evType).
+				Msg("to-device messages for a server outside the federation dropped")
+			continue
+		}
+		id, err := newMessageID()
+		if err != nil {
+			return err
+		}
+		edu := DirectToDevice{Sender: sender, Type: evType, MessageID: id, Messages: remote[server]}
+		if err := s.fed.QueueEDU(ctx, q, []string{server}, EDUDirectToDevice, edu); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newMessageID is a random message_id for an m.direct_to_device EDU.
+func newMessageID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// ReceiveToDevice delivers an m.direct_to_device EDU from origin (whose
+// sender the caller checked is of origin) to the local devices it names
+// ("*": all of the user's devices), once: its message_id is remembered per
+// origin and sender for txnRetention, so the same message received again,
+// in a retried transaction or a new one, is not delivered twice. Recipients
+// that are not local users are skipped.
+func (s *Service) ReceiveToDevice(ctx context.Context, origin string, m DirectToDevice) error {
+	var msgs []sqlstore.ToDeviceMessage
+	for _, userID := range sortedKeys(m.Messages) {
+		if !s.isLocal(userID) {
+			continue
+		}
+		for _, deviceID := range sortedKeys(m.Messages[userID]) {
+			c, err := canonical(m.Messages[userID][deviceID])
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, sqlstore.ToDeviceMessage{UserID: userID, DeviceID: deviceID, Content: string(c)})
+		}
+	}
+	return s.inStream(ctx, func(q *sqlstore.Queries, pos int64) (bool, streams.Change, error) {
+		now := s.now()
+		err := q.ClaimToDeviceMessageID(ctx, origin, m.Sender, m.MessageID, now.UnixMilli(), now.Add(-txnRetention).UnixMilli())
+		if errors.Is(err, sqlstore.ErrConflict) {
+			return false, streams.Change{}, nil // delivered already
+		}
+		if err != nil || len(msgs) == 0 {
+			return false, streams.Change{}, err
+		}
+		delivered, _, err := q.InsertToDevice(ctx, pos, m.Sender, m.Type, msgs, s.cfg.MaxPendingToDevice)
+		if err != nil || len(delivered) == 0 {
+			return false, streams.Change{}, err
+		}
+		users := map[string]bool{}
+		for _, d := range delivered {
+			users[d.UserID] = true
+		}
+		return true, streams.Change{Users: sortedKeys(users), Kind: streams.KindToDevice}, nil
+	})
 }
 
 // toDeviceEvent is a to-device message as /sync shows it.

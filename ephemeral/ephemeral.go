@@ -66,14 +66,17 @@ type Service struct {
 }
 
 // New builds typing, receipts and presence on one store and Hub; read
-// markers are stored through markers (the account data component). now nil
-// is the system clock.
-func New(store *sqlstore.Store, hub *streams.Hub, markers FullyReadMarker, presence PresenceConfig, now Clock) *Service {
-	return &Service{
+// markers are stored through markers (the account data component); local
+// changes go to the other servers sharing the room through fed (nil: none).
+// now nil is the system clock.
+func New(store *sqlstore.Store, hub *streams.Hub, markers FullyReadMarker, presence PresenceConfig, fed Federation, now Clock) *Service {
+	s := &Service{
 		Typing:   NewTyping(store, hub, now),
 		Receipts: NewReceipts(store, hub, markers, now),
 		Presence: NewPresence(store, hub, presence, now),
 	}
+	s.Typing.fed, s.Receipts.fed, s.Presence.fed = fed, fed, fed
+	return s
 }
 
 // TypingSince is Typing.TypingSince.

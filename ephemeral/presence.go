@@ -50,6 +50,7 @@ type Presence struct {
 	hub   *streams.Hub
 	cfg   PresenceConfig
 	now   Clock
+	fed   Federation // nil: changes stay on this server
 
 	// mu guards live. A change of a user's state is claimed in live before
 	// it is written, and the sweep writes "offline" while holding mu, so a
@@ -174,6 +175,12 @@ func (p *Presence) SetPresence(ctx context.Context, userID, state string) error 
 // changed, stores it at a new stream position, waking the user and their
 // rooms. A change of last_active_ts alone is stored without a position.
 func (p *Presence) write(ctx context.Context, userID string, next func(old *sqlstore.Presence) (sqlstore.Presence, bool)) error {
+	return p.writeFrom(ctx, userID, true, next)
+}
+
+// writeFrom is write for a local user (whose change is announced to the
+// servers sharing a room: announcePresence) or a remote one.
+func (p *Presence) writeFrom(ctx context.Context, userID string, local bool, next func(old *sqlstore.Presence) (sqlstore.Presence, bool)) error {
 	return inStream(ctx, p.store, p.hub, func(q *sqlstore.Queries, pos int64) (bool, streams.Change, error) {
 		var old *sqlstore.Presence
 		row, err := q.GetPresence(ctx, userID)
@@ -190,6 +197,11 @@ func (p *Presence) write(ctx context.Context, userID string, next func(old *sqls
 		n.StreamPos = pos
 		if err := q.PutPresence(ctx, n); err != nil {
 			return false, streams.Change{}, err
+		}
+		if local {
+			if err := p.announcePresence(ctx, q, n); err != nil {
+				return false, streams.Change{}, err
+			}
 		}
 		rooms, err := q.RoomsWithMembership(ctx, userID, "join")
 		return true, streams.Change{Users: []string{userID}, Rooms: rooms, Kind: streams.KindPresence}, err

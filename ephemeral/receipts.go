@@ -37,6 +37,7 @@ type Receipts struct {
 	hub     *streams.Hub
 	markers FullyReadMarker
 	now     Clock
+	fed     Federation // nil: receipts stay on this server
 }
 
 // NewReceipts returns the component. Receipts take stream positions from hub
@@ -130,17 +131,26 @@ func (r *Receipts) SetReadMarkers(ctx context.Context, userID, roomID string, m 
 	return nil
 }
 
-// store1 stores one receipt unless the user already has one as far or
-// further in the room for that type and thread.
+// store1 stores one receipt of a local user unless the user already has
+// one as far or further in the room for that type and thread; a public one
+// is announced to the room's other servers (announceReceipt).
 func (r *Receipts) store1(ctx context.Context, userID, receiptType, thread string, ev sqlstore.Event) error {
+	return r.put(ctx, userID, receiptType, thread, ev, r.now().UnixMilli(), true)
+}
+
+// put stores a receipt made at ts (ms), as store1, announcing it if local.
+func (r *Receipts) put(ctx context.Context, userID, receiptType, thread string, ev sqlstore.Event, ts int64, local bool) error {
 	return inStream(ctx, r.store, r.hub, func(q *sqlstore.Queries, pos int64) (bool, streams.Change, error) {
 		stored, err := q.PutReceipt(ctx, sqlstore.Receipt{
 			RoomID: ev.RoomID, UserID: userID, Type: receiptType, ThreadID: thread,
-			EventID: ev.EventID, EventStreamPos: ev.StreamPos, TS: r.now().UnixMilli(), StreamPos: pos,
+			EventID: ev.EventID, EventStreamPos: ev.StreamPos, TS: ts, StreamPos: pos,
 		})
 		change := streams.Change{Rooms: []string{ev.RoomID}, Kind: streams.KindReceipt}
 		if receiptType == ReceiptReadPrivate {
 			change = streams.Change{Users: []string{userID}, Kind: streams.KindReceipt}
+		}
+		if err == nil && stored && local && receiptType == ReceiptRead {
+			err = r.announceReceipt(ctx, q, userID, thread, ev, ts)
 		}
 		return stored, change, err
 	})

@@ -43,6 +43,7 @@ type Typing struct {
 	store *sqlstore.Store
 	hub   *streams.Hub
 	now   Clock
+	fed   Federation // nil: typing stays on this server
 
 	mu      sync.Mutex
 	rooms   map[string]*typingRoom
@@ -74,14 +75,15 @@ func (t *Typing) PutTyping(ctx context.Context, userID, roomID string, typing bo
 	if m != "join" {
 		return mxerr.New(mxerr.Forbidden, "You are not joined to room %s", roomID)
 	}
-	if !typing {
-		t.Stop(roomID, userID)
-		return nil
-	}
 	if timeout == 0 {
 		timeout = DefaultTypingTimeout
 	}
-	return t.Start(roomID, userID, timeout)
+	if !typing {
+		t.Stop(roomID, userID)
+	} else if err := t.Start(roomID, userID, timeout); err != nil {
+		return err
+	}
+	return t.announceTyping(ctx, roomID, userID, typing)
 }
 
 // Start marks userID typing in the room for timeout (the caller has checked

@@ -43,14 +43,16 @@ type Rooms interface {
 type RoomEndpoints struct {
 	serverName string
 	rooms      Rooms
+	edus       EDUReceiver // nil: EDUs are ignored
 	store      *sqlstore.Store
 	maxBody    int64
 	now        func() time.Time
 }
 
-// NewRoomEndpoints builds the room endpoints.
-func NewRoomEndpoints(serverName string, rooms Rooms, store *sqlstore.Store, maxBody int64) *RoomEndpoints {
-	return &RoomEndpoints{serverName: serverName, rooms: rooms, store: store, maxBody: maxBody, now: time.Now}
+// NewRoomEndpoints builds the room endpoints; the EDUs of received
+// transactions go to edus (edus.go).
+func NewRoomEndpoints(serverName string, rooms Rooms, edus EDUReceiver, store *sqlstore.Store, maxBody int64) *RoomEndpoints {
+	return &RoomEndpoints{serverName: serverName, rooms: rooms, edus: edus, store: store, maxBody: maxBody, now: time.Now}
 }
 
 // Register mounts the endpoints (inside the authenticated group).
@@ -102,8 +104,9 @@ type pduResult struct {
 }
 
 // send is PUT /send/{txnId}: each PDU checked and stored on its own, with
-// its result in the answer; a transaction ID already processed is answered
-// as the first time, without processing it again.
+// its result in the answer, then the EDUs (receiveEDUs); a transaction ID
+// already processed is answered as the first time, without processing it
+// again.
 func (e *RoomEndpoints) send(w http.ResponseWriter, r *http.Request) {
 	origin, txnID := Origin(r.Context()), param(r, "txnId")
 	var txn transaction
@@ -138,6 +141,7 @@ func (e *RoomEndpoints) send(w http.ResponseWriter, r *http.Request) {
 			results[id] = pduResult{}
 		}
 	}
+	receiveEDUs(ctx, e.edus, origin, txn.EDUs)
 	resp, _ := json.Marshal(map[string]any{"pdus": results})
 	now := e.now()
 	if err := e.store.RecordFederationTxn(r.Context(), origin, txnID, now.UnixMilli(), now.Add(-txnMemory).UnixMilli(), resp); err != nil {

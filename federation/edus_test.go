@@ -1,0 +1,81 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"testing"
+
+	"chappe/e2ee"
+	"chappe/ephemeral"
+)
+
+// recordingReceiver notes what reaches the components.
+type recordingReceiver struct {
+	got []string
+}
+
+func (r *recordingReceiver) note(s string) error { r.got = append(r.got, s); return nil }
+
+func (r *recordingReceiver) ReceiveTyping(_ context.Context, roomID, userID string, typing bool) error {
+	return r.note("typing " + roomID + " " + userID)
+}
+func (r *recordingReceiver) ReceiveReceipt(_ context.Context, roomID, userID, typ, eventID, _ string, _ int64) error {
+	return r.note("receipt " + roomID + " " + userID + " " + typ + " " + eventID)
+}
+func (r *recordingReceiver) ReceivePresence(_ context.Context, u ephemeral.PresenceUpdate) error {
+	return r.note("presence " + u.UserID)
+}
+func (r *recordingReceiver) ReceiveToDevice(_ context.Context, origin string, m e2ee.DirectToDevice) error {
+	return r.note("to_device " + m.Sender + " " + m.MessageID)
+}
+func (r *recordingReceiver) ReceiveDeviceListUpdate(_ context.Context, origin string, u e2ee.DeviceListUpdate) error {
+	return r.note("device_list " + u.UserID)
+}
+func (r *recordingReceiver) ReceiveSigningKeyUpdate(_ context.Context, origin string, u e2ee.SigningKeyUpdate) error {
+	if u.UserID == "@fail:a.example" {
+		return errors.New("internal failure")
+	}
+	return r.note("signing_key " + u.UserID)
+}
+
+// Each EDU reaches its component, unless it is malformed or speaks for a
+// user of another server than the origin; no EDU stops the others.
+func TestReceiveEDUsBorderAndDispatch(t *testing.T) {
+	edus := []string{
+		`{"edu_type":"m.typing","content":{"room_id":"!r:b.example","user_id":"@u:a.example","typing":true}}`,
+		`{"edu_type":"m.typing","content":{"room_id":"!r:b.example","user_id":"@u:evil.example","typing":true}}`,
+		`{"edu_type":"m.typing","content":"not an object"}`,
+		`{"edu_type":"m.receipt","content":{"!r:b.example":{"m.read":{"@u:a.example":{"event_ids":["$e1"],"data":{"ts":1}}}}}}`,
+		`{"edu_type":"m.receipt","content":{"!r:b.example":{"m.read":{"@u:a.example":{"event_ids":["$e2"]},"@x:evil.example":{"event_ids":["$e3"]}}}}}`,
+		`{"edu_type":"m.presence","content":{"push":[{"user_id":"@u:a.example","presence":"online","last_active_ago":1}]}}`,
+		`{"edu_type":"m.presence","content":{"push":[{"user_id":"@x:a.example.evil","presence":"online"}]}}`,
+		`{"edu_type":"m.direct_to_device","content":{"sender":"@u:a.example","type":"m.room.encrypted","message_id":"m1","messages":{}}}`,
+		`{"edu_type":"m.direct_to_device","content":{"sender":"@u:evil.example","type":"m.room.encrypted","message_id":"m2","messages":{}}}`,
+		`{"edu_type":"m.direct_to_device","content":{"sender":"@u:a.example","type":"m.room.encrypted","messages":{}}}`,
+		`{"edu_type":"m.device_list_update","content":{"user_id":"@u:a.example","device_id":"D","stream_id":2}}`,
+		`{"edu_type":"m.device_list_update","content":{"user_id":"@u:evil.example","device_id":"D","stream_id":2}}`,
+		`{"edu_type":"m.signing_key_update","content":{"user_id":"@fail:a.example"}}`,
+		`{"edu_type":"m.signing_key_update","content":{"user_id":"@u:a.example"}}`,
+		`{"edu_type":"org.example.unknown","content":{}}`,
+		`[1, 2]`,
+	}
+	raws := make([]json.RawMessage, len(edus))
+	for i, e := range edus {
+		raws[i] = json.RawMessage(e)
+	}
+	recv := &recordingReceiver{}
+	receiveEDUs(context.Background(), recv, "a.example", raws)
+	want := []string{
+		"typing !r:b.example @u:a.example",
+		"receipt !r:b.example @u:a.example m.read $e1",
+		"presence @u:a.example",
+		"to_device @u:a.example m1",
+		"device_list @u:a.example",
+		"signing_key @u:a.example",
+	}
+	if !slices.Equal(recv.got, want) {
+		t.Errorf("received\n%q\nwant\n%q", recv.got, want)
+	}
+}
