@@ -378,7 +378,7 @@ func (r *Roomserver) syncTimelineRoom(ctx context.Context, rd *reader, req SyncR
 	var start *snapshot
 	switch {
 	case len(rows) > 0:
-		start, err = r.loadSnapshot(ctx, rd.q, rows[len(rows)-1].StateBefore)
+		start, err = r.loadSnapshot(ctx, rd.q, rows[stateStart(rows)].StateBefore)
 	default:
 		last, ok := atUpto[roomID]
 		if !ok {
@@ -436,6 +436,21 @@ func (r *Roomserver) syncTimelineRoom(ctx context.Context, rd *reader, req SyncR
 	sort.Slice(keptState, func(i, j int) bool { return keptState[i].StreamPos < keptState[j].StreamPos })
 	sr.State, err = r.formatEvents(ctx, rd.q, rd.room, req.Viewer, keptState)
 	return sr, err
+}
+
+// stateStart is the index, in rows (newest first), of the event whose
+// state before it is the state at the start of the timeline: the oldest,
+// unless it is a stub membership (a remote invite, or its rejection,
+// stored before we held the room: no state before it). Then it is the
+// oldest event that has a state before it, so that a room joined over
+// federation shows its state even when the invite is in the same range.
+func stateStart(rows []sqlstore.Event) int {
+	for i := len(rows) - 1; i >= 0; i-- {
+		if rows[i].StateBefore != 0 || rows[i].Type == "m.room.create" {
+			return i
+		}
+	}
+	return len(rows) - 1
 }
 
 // strippedRoom builds an invite or knock: the stripped state of the room and
