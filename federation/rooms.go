@@ -128,8 +128,9 @@ func (e *RoomEndpoints) send(w http.ResponseWriter, r *http.Request) {
 	}
 	results := map[string]pduResult{}
 	// Each PDU commits without waiting for the disk; recording the
-	// transaction below flushes them all before we acknowledge it.
-	ctx := sqlstore.FlushLater(r.Context())
+	// transaction below flushes them all before we acknowledge it, and
+	// only then do local clients see them (flush).
+	ctx, flush := sqlstore.FlushLater(r.Context())
 	for i, raw := range txn.PDUs {
 		id, err := e.rooms.ReceivePDU(ctx, origin, raw)
 		if id == "" {
@@ -144,7 +145,9 @@ func (e *RoomEndpoints) send(w http.ResponseWriter, r *http.Request) {
 	receiveEDUs(ctx, e.edus, origin, txn.EDUs)
 	resp, _ := json.Marshal(map[string]any{"pdus": results})
 	now := e.now()
-	if err := e.store.RecordFederationTxn(r.Context(), origin, txnID, now.UnixMilli(), now.Add(-txnMemory).UnixMilli(), resp); err != nil {
+	err := e.store.RecordFederationTxn(r.Context(), origin, txnID, now.UnixMilli(), now.Add(-txnMemory).UnixMilli(), resp)
+	flush() // whatever the outcome: the stream positions taken must not stay in flight
+	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
 	}

@@ -36,8 +36,9 @@ type txn struct {
 }
 
 // inTx runs fn in one database transaction, then reports the stream
-// positions it took to the Hub: visible (and waking the rooms' members) if
-// the transaction committed, abandoned if it rolled back.
+// positions it took to the Hub: visible (and waking the rooms' members) once
+// the commit is durable (see sqlstore.FlushLater), abandoned if it rolled
+// back.
 func (r *Roomserver) inTx(ctx context.Context, fn func(q *txn) error) error {
 	t := &txn{change: streams.Change{Kind: streams.KindEvent}}
 	err := r.store.InTx(ctx, func(q *sqlstore.Queries) error {
@@ -51,14 +52,18 @@ func (r *Roomserver) inTx(ctx context.Context, fn func(q *txn) error) error {
 		}
 		r.rememberCommitted(t.stored)
 	}
-	for _, p := range t.positions {
-		if err == nil {
-			r.hub.Commit(p, t.change)
-		} else {
+	if err != nil {
+		for _, p := range t.positions {
 			r.hub.Abort(p)
 		}
+		return err
 	}
-	return err
+	sqlstore.WhenDurable(ctx, func() {
+		for _, p := range t.positions {
+			r.hub.Commit(p, t.change)
+		}
+	})
+	return nil
 }
 
 // openWriter locks the room for the transaction q.

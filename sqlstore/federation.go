@@ -75,12 +75,14 @@ func (q *Queries) FederationTxnResponse(ctx context.Context, origin, txnID strin
 
 const insertFederationTxnSQL = `
 INSERT INTO federation_txns_in (origin, txn_id, received_ts, response) VALUES ($1, $2, $3, $4)
-ON CONFLICT (origin, txn_id) DO NOTHING`
+ON CONFLICT (origin, txn_id) DO UPDATE SET received_ts = EXCLUDED.received_ts`
 
 const purgeFederationTxnsSQL = `DELETE FROM federation_txns_in WHERE received_ts < $1`
 
 // RecordFederationTxn stores the answer to a processed transaction, and
-// forgets the transactions received before purgeBefore (ms).
+// forgets the transactions received before purgeBefore (ms). It always
+// writes (a repeat keeps the first answer but updates its time), so that
+// its commit flushes the transaction's PDUs (see FlushLater).
 func (q *Queries) RecordFederationTxn(ctx context.Context, origin, txnID string, now, purgeBefore int64, response json.RawMessage) error {
 	if _, err := q.q.Exec(ctx, insertFederationTxnSQL, origin, txnID, now, response); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -95,11 +96,12 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // InTx runs fn in one transaction, committed if fn returns nil; then it runs
 // the functions given to AfterCommit, in order. Under FlushLater, the
-// commit does not wait for the disk.
+// commit does not wait for the disk, and the hooks wait for the flush.
 func (s *Store) InTx(ctx context.Context, fn func(q *Queries) error) error {
 	var hooks []func()
+	later, _ := ctx.Value(flushLaterKey{}).(*flushLater)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if ctx.Value(flushLaterKey{}) != nil {
+		if later != nil {
 			if _, err := tx.Exec(ctx, asyncCommitSQL); err != nil {
 				return err
 			}
@@ -110,30 +112,63 @@ func (s *Store) InTx(ctx context.Context, fn func(q *Queries) error) error {
 		return err
 	}
 	for _, h := range hooks {
-		h()
+		WhenDurable(ctx, h)
 	}
 	return nil
 }
 
 type flushLaterKey struct{}
 
+// flushLater collects what transactions under FlushLater left for the
+// flush.
+type flushLater struct {
+	mu    sync.Mutex
+	hooks []func()
+}
+
+// WhenDurable runs fn once what the transactions of ctx committed is on
+// disk: at once, or, under FlushLater, at the flush. The roomserver makes
+// new stream positions visible this way, so that no client is shown an
+// event that a crash could still take back.
+func WhenDurable(ctx context.Context, fn func()) {
+	later, _ := ctx.Value(flushLaterKey{}).(*flushLater)
+	if later == nil {
+		fn()
+		return
+	}
+	later.mu.Lock()
+	later.hooks = append(later.hooks, fn)
+	later.mu.Unlock()
+}
+
 const asyncCommitSQL = `SET LOCAL synchronous_commit = off`
 
-// FlushLater marks the transactions run with ctx as made durable by a later
-// one: they commit without waiting for the write-ahead log to reach the
-// disk, and the caller must run a normal (synchronous) write before it
-// acknowledges anything. PostgreSQL flushes the log in order, so that
-// write's commit makes every earlier commit durable too. Were the server to
-// crash before it, what was committed since may be lost, but nothing of it
-// was acknowledged: the sender sends it again. (Local clients may have
-// seen such an event through /sync meanwhile; it comes back with the
-// retry.)
+// FlushLater marks the transactions run with the returned context as made
+// durable by a later one: they commit without waiting for the write-ahead
+// log to reach the disk, and the caller must run a normal (synchronous)
+// write, then call flush, before it acknowledges anything. PostgreSQL
+// flushes the log in order, so that write's commit makes every earlier
+// commit durable too. flush runs what those transactions left for then
+// (their AfterCommit hooks, WhenDurable work), in order; it must be called
+// whatever happened, once. Were the server to crash before the synchronous
+// write, what was committed since may be lost, but nothing of it was
+// acknowledged nor shown: the sender sends it again.
 //
 // It is for the PDUs of one received federation transaction, whose
 // acknowledgement is the transaction's record (one disk flush per
 // transaction instead of one per PDU).
-func FlushLater(ctx context.Context) context.Context {
-	return context.WithValue(ctx, flushLaterKey{}, true)
+func FlushLater(ctx context.Context) (context.Context, func()) {
+	later := &flushLater{}
+	flush := func() {
+		later.mu.Lock()
+		hooks := later.hooks
+		later.hooks = nil
+		later.mu.Unlock()
+		for _, h := range hooks {
+			h()
+		}
+	}
+	return context.WithValue(ctx, flushLaterKey{}, later), flush
 }
 
 // migrateUp applies the embedded migrations, under tern's advisory lock so that
