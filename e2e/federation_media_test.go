@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	"errors"
 	"image"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 
 	"chappe/accounts"
 	"chappe/app/apptest"
+	"chappe/federation"
 )
 
 // Media across servers, on real servers: bob on hs2 gets alice's image
@@ -191,4 +195,78 @@ func TestFederationEncryptedImage(t *testing.T) {
 	if err != nil || !bytes.Equal(plain, picture) {
 		t.Fatalf("decrypting the downloaded image: %v", err)
 	}
+}
+
+// hs1's federation media endpoints as another server sees them: bad
+// parameters are 400, unknown and quarantined media 404, and timeout_ms
+// is honoured for an asynchronous upload (a remote 504 M_NOT_YET_UPLOADED
+// reaches the client as such, and does not back hs1 off).
+func TestFederationMediaEndpoints(t *testing.T) {
+	_, hs1, hs2 := fedPair(t)
+	ctx := t.Context()
+	alice := registerUser(t, hs1.URL, "alice")
+	bob := registerUser(t, hs2.URL, "bob")
+	up, err := alice.UploadMedia(ctx, mautrix.ReqUploadMedia{ContentBytes: testImage(t, "image/png", 64, 64), ContentType: "image/png"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// hs2's own client, signed requests, straight to hs1's endpoints.
+	ask := func(path string, query url.Values) error {
+		req := federation.Request{Destination: hs1.Name, Method: http.MethodGet, Path: path, Query: query, Accept: "multipart/mixed"}
+		return hs2.Federation.DoRaw(ctx, req, func(*http.Response) error { return nil })
+	}
+	thumb := "/_matrix/federation/v1/media/thumbnail/" + up.ContentURI.FileID
+	for what, c := range map[string]struct {
+		path   string
+		query  url.Values
+		status int
+		code   string
+	}{
+		"no width":       {thumb, url.Values{"height": {"32"}}, 400, "M_MISSING_PARAM"},
+		"bad width":      {thumb, url.Values{"width": {"abc"}, "height": {"32"}}, 400, "M_INVALID_PARAM"},
+		"bad method":     {thumb, url.Values{"width": {"32"}, "height": {"32"}, "method": {"stretch"}}, 400, "M_INVALID_PARAM"},
+		"bad timeout_ms": {"/_matrix/federation/v1/media/download/" + up.ContentURI.FileID, url.Values{"timeout_ms": {"-1"}}, 400, "M_INVALID_PARAM"},
+		"unknown media":  {"/_matrix/federation/v1/media/download/AAAAAAAAAAAAAAAAAAAAAAAA", nil, 404, "M_NOT_FOUND"},
+	} {
+		var remote *federation.RemoteError
+		if err := ask(c.path, c.query); !errors.As(err, &remote) || remote.Status != c.status || remote.ErrCode != c.code {
+			t.Errorf("%s: %v, want %d %s", what, err, c.status, c.code)
+		}
+	}
+	if err := ask(thumb, url.Values{"width": {"32"}, "height": {"32"}, "animated": {"true"}}); err != nil {
+		t.Errorf("a well-formed thumbnail request: %v", err)
+	}
+
+	// An asynchronous upload on hs1: not there yet with timeout_ms=0; a
+	// download waiting for it gets it once alice uploads.
+	created, err := alice.CreateMXC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bob.DownloadWithParams(ctx, created.ContentURI, mautrix.DownloadExtra{Query: map[string]string{"timeout_ms": "0"}})
+	wantMatrixError(t, "remote media not uploaded yet", err, http.StatusGatewayTimeout, "M_NOT_YET_UPLOADED")
+	if !hs2.Federation.ReadyAt(hs1.Name).IsZero() {
+		t.Error("hs1's 504 M_NOT_YET_UPLOADED backed hs1 off")
+	}
+	voice := bytes.Repeat([]byte("OggS "), 1000)
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		_, _ = alice.UploadMedia(context.Background(), mautrix.ReqUploadMedia{ContentBytes: voice, ContentType: "audio/ogg", MXC: created.ContentURI})
+	}()
+	got, err := bob.DownloadBytes(ctx, created.ContentURI)
+	if err != nil || !bytes.Equal(got, voice) {
+		t.Fatalf("download waiting for the upload on hs1: %v", err)
+	}
+
+	// Quarantined on hs1: hs1 no longer serves it to other servers.
+	admin, err := hs1.Accounts.Register(ctx, accounts.RegisterRequest{Localpart: "admin", Password: "long enough password", IsAdmin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hs1.Media.Quarantine(ctx, hs1.Name, up.ContentURI.FileID, admin.UserID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = bob.Download(ctx, up.ContentURI)
+	wantMatrixError(t, "media quarantined on its origin", err, http.StatusNotFound, "M_NOT_FOUND")
 }

@@ -234,7 +234,7 @@ func (c *Client) ReadyAt(dest string) time.Time { return c.backoff.readyAt(dest)
 //   - *BackoffError while the destination is backed off;
 //   - *ConnectError when it cannot be reached, *RemoteError for a non-2xx
 //     answer. Connection failures, 5xx and 429 extend the backoff; any
-//     other answer ends it.
+//     other answer ends it (and so do the media 5xx of deliberate).
 func (c *Client) Do(ctx context.Context, req Request, out any) error {
 	return c.DoRaw(ctx, req, func(resp *http.Response) error {
 		return decodeJSON(req.Destination, resp.Body, out)
@@ -324,7 +324,7 @@ func (c *Client) recordOutcome(ctx context.Context, dest string, err error) {
 	case err == nil:
 		c.backoff.succeeded(dest)
 	case errors.As(err, &remote):
-		if remote.Status >= 500 || remote.Status == http.StatusTooManyRequests {
+		if (remote.Status >= 500 || remote.Status == http.StatusTooManyRequests) && !deliberate(remote) {
 			until := c.backoff.failed(dest)
 			c.log.Warn().Str("destination", dest).Int("status", remote.Status).Time("retry_after", until).Msg("federation request failed; backing off")
 		} else {
@@ -337,6 +337,14 @@ func (c *Client) recordOutcome(ctx context.Context, dest string, err error) {
 		until := c.backoff.failed(dest)
 		c.log.Warn().Str("destination", dest).Err(conn.Err).Time("retry_after", until).Msg("federation destination unreachable; backing off")
 	}
+}
+
+// deliberate tells the 5xx answers that say nothing of the server's health:
+// the content repository's 504 M_NOT_YET_UPLOADED (the media is still
+// being uploaded there) and 502 M_TOO_LARGE (it will not proxy a large
+// file). Spec: content_repository.yaml.
+func deliberate(e *RemoteError) bool {
+	return e.ErrCode == "M_NOT_YET_UPLOADED" || e.ErrCode == "M_TOO_LARGE"
 }
 
 // builtRequest is a signed request, ready for any target.
