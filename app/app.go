@@ -161,7 +161,8 @@ func NewAccounts(cfg config.Config, store *sqlstore.Store) *accounts.Service {
 }
 
 // NewMedia builds the content repository from the configuration.
-func NewMedia(cfg config.Config, store *sqlstore.Store) (*media.Service, error) {
+// remote fetches other servers' media (nil: only local media is served).
+func NewMedia(cfg config.Config, store *sqlstore.Store, remote media.Fetcher) (*media.Service, error) {
 	cutoff, _ := cfg.MediaLegacyCutoff() // checked by config.Verify
 	var allowed, denied []netip.Prefix
 	for _, p := range cfg.Media.URLPreview.AllowedNetworks {
@@ -186,7 +187,7 @@ func NewMedia(cfg config.Config, store *sqlstore.Store) (*media.Service, error) 
 			MaxPageBytes:    cfg.Media.URLPreview.MaxPageBytes,
 			Timeout:         cfg.Media.URLPreview.Timeout.D(),
 		},
-	})
+	}, remote)
 }
 
 // quietLibraryLogs silences logrus, which only gomatrixserverlib uses: its
@@ -235,7 +236,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 	s.newUserData()
 	s.E2EE = e2ee.New(e2ee.Config{ServerName: cfg.ServerName}, db.Store, s.Hub, s.e2eeFederation())
 	s.Sync = syncapi.New(syncapi.Deps{Store: db.Store, Hub: s.Hub, Rooms: s.Rooms, AccountData: s.AccountData, Ephemeral: s.Ephemeral, Push: syncPush{s.Push}, E2EE: s.E2EE})
-	if s.Media, err = NewMedia(cfg, db.Store); err != nil {
+	if s.Media, err = NewMedia(cfg, db.Store, federation.NewRemoteMedia(s.Federation, cfg.Media.MaxUploadBytes)); err != nil {
 		_ = db.Close()
 		return nil, err
 	}

@@ -88,11 +88,17 @@ func (s *Server) newFederationServer() error {
 	queries := federation.NewQueryEndpoints(federation.QueryConfig{
 		ServerName: cfg.ServerName, ServePublicRooms: fc.ServePublicRooms, MaxRequestBytes: fc.MaxRequestBytes,
 	}, s.Accounts, s.Rooms)
+	mediaEndpoints := federation.NewMediaEndpoints(cfg.ServerName, s.Media)
 	srv := federation.NewServer(federation.ServerConfig{
 		ServerName: cfg.ServerName, Version: buildVersion(), MaxRequestBytes: fc.MaxRequestBytes,
 	}, federation.ServerDeps{
 		Keys: s.keyServer, KeyRing: s.KeyRing, Gate: s.Allowlist, Lists: s.Allowlist, Client: client, Log: s.Log,
-		Register:     func(r chi.Router) { rooms.Register(r); queries.Register(r); keys.Register(r) },
+		Register: func(r chi.Router) {
+			rooms.Register(r)
+			queries.Register(r)
+			keys.Register(r)
+			mediaEndpoints.Register(r)
+		},
 		RegisterOpen: queries.RegisterOpen,
 	})
 	s.fedHandler = srv.Handler()

@@ -3,8 +3,6 @@ package clientapi
 import (
 	"context"
 	"net/http"
-	"strconv"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -104,25 +102,12 @@ func (a *API) mediaConfig(w http.ResponseWriter, r *http.Request) {
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]int64{"m.upload.size": a.media.MaxUploadBytes()})
 }
 
-// waitParam reads timeout_ms: how long to wait for an asynchronous upload.
-func waitParam(r *http.Request) (time.Duration, error) {
-	raw := r.URL.Query().Get("timeout_ms")
-	if raw == "" {
-		return media.DefaultWait, nil
-	}
-	ms, err := strconv.ParseInt(raw, 10, 64)
-	if err != nil || ms < 0 {
-		return 0, mxerr.New(mxerr.InvalidParam, "timeout_ms must be a number of milliseconds, not %q", raw)
-	}
-	return time.Duration(min(ms, media.MaxWait.Milliseconds())) * time.Millisecond, nil
-}
-
 // downloadMedia serves a file.
 // Spec: GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]
 // and, when legacy, the deprecated /_matrix/media/v3/download.
 func (a *API) downloadMedia(legacy bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		wait, err := waitParam(r)
+		wait, err := media.ParseWait(r.URL.Query().Get("timeout_ms"))
 		if err != nil {
 			mxhttp.WriteError(w, r, err)
 			return
@@ -153,32 +138,7 @@ func serveMedia(w http.ResponseWriter, r *http.Request, c *media.Content, fileNa
 // when legacy, the deprecated /_matrix/media/v3/thumbnail.
 func (a *API) thumbnailMedia(legacy bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		var req media.ThumbnailRequest
-		for _, p := range []struct {
-			name string
-			dst  *int
-		}{{"width", &req.Width}, {"height", &req.Height}} {
-			raw := q.Get(p.name)
-			if raw == "" {
-				mxhttp.WriteError(w, r, mxerr.New(mxerr.MissingParam, "The %s query parameter is required", p.name))
-				return
-			}
-			n, err := strconv.Atoi(raw)
-			if err != nil {
-				mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "%s must be a whole number of pixels, not %q", p.name, raw))
-				return
-			}
-			*p.dst = n
-		}
-		req.Method = q.Get("method")
-		if anim := q.Get("animated"); anim != "" && anim != "true" && anim != "false" {
-			mxhttp.WriteError(w, r, mxerr.New(mxerr.InvalidParam, "animated must be true or false, not %q", anim))
-			return
-		}
-		// Thumbnails are never animated, which the spec allows whatever
-		// animated asks for.
-		wait, err := waitParam(r)
+		req, wait, err := media.ParseThumbnailQuery(r.URL.Query())
 		if err != nil {
 			mxhttp.WriteError(w, r, err)
 			return

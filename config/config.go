@@ -209,7 +209,8 @@ type WellKnown struct {
 type Media struct {
 	// Path is the directory of the media files. Empty: data_dir/media.
 	Path string `yaml:"path"`
-	// MaxUploadBytes caps one upload (413 M_TOO_LARGE beyond).
+	// MaxUploadBytes caps one upload (413 M_TOO_LARGE beyond), and one
+	// media fetched from another server (502 M_TOO_LARGE beyond).
 	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
 	// UserQuotaBytes caps the total size of one user's uploads; 0: no quota.
 	UserQuotaBytes int64 `yaml:"user_quota_bytes"`

@@ -136,7 +136,7 @@ func TestMediaRoundTrip(t *testing.T) {
 	_, err = newClient(t, srv.URL, "", "").Download(ctx, up.ContentURI)
 	wantMatrixError(t, "download without a token", err, http.StatusUnauthorized, "M_MISSING_TOKEN")
 	_, err = bob.Download(ctx, id.ContentURI{Homeserver: "matrix.org", FileID: up.ContentURI.FileID})
-	wantMatrixError(t, "download of another server's media", err, http.StatusNotFound, "M_NOT_FOUND")
+	wantMatrixError(t, "download of an unlisted server's media", err, http.StatusForbidden, "M_FORBIDDEN")
 }
 
 // Thumbnails of every supported format, with both methods, have the size

@@ -2,6 +2,7 @@ package federation
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -89,6 +90,9 @@ type Request struct {
 	Unsigned bool
 	// MaxResponseBytes caps the response body; 0: DefaultMaxResponseBytes.
 	MaxResponseBytes int64
+	// Accept is the Accept header; "": application/json. (Media downloads
+	// ask for multipart/mixed.)
+	Accept string
 }
 
 // DefaultMaxResponseBytes caps response bodies when the request says nothing.
@@ -233,8 +237,25 @@ func (c *Client) ReadyAt(dest string) time.Time { return c.backoff.readyAt(dest)
 //   - *BackoffError while the destination is backed off;
 //   - *ConnectError when it cannot be reached, *RemoteError for a non-2xx
 //     answer. Connection failures, 5xx and 429 extend the backoff; any
-//     other answer ends it.
+//     other answer ends it (and so do the media 5xx of deliberate).
 func (c *Client) Do(ctx context.Context, req Request, out any) error {
+	return c.DoRaw(ctx, req, func(resp *http.Response) error {
+		return decodeJSON(req.Destination, resp.Body, out)
+	})
+}
+
+// ErrResponseTooLarge is what reading an answer body beyond the request's
+// MaxResponseBytes returns.
+var ErrResponseTooLarge = errors.New("the answer is larger than this request accepts")
+
+// DoRaw is Do for answers that are not JSON (media, in multipart/mixed):
+// the same gate, backoff, discovery, signature and TLS, then read gets a
+// 2xx answer to consume while the request's time runs. Its body is capped
+// at MaxResponseBytes (reading beyond fails with ErrResponseTooLarge), and
+// a failure to read it is a *ConnectError; the body is closed after read
+// returns. A non-2xx answer is a *RemoteError and read is not called.
+// The backoff learns from the status, and from the errors read returns.
+func (c *Client) DoRaw(ctx context.Context, req Request, read func(*http.Response) error) error {
 	if err := c.checkEnabled(); err != nil {
 		return err
 	}
@@ -249,7 +270,7 @@ func (c *Client) Do(ctx context.Context, req Request, out any) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
-	err := c.exchange(ctx, req, out)
+	err := c.exchange(ctx, req, read)
 	c.recordOutcome(ctx, req.Destination, err)
 	return err
 }
@@ -274,7 +295,7 @@ func checkRequest(req Request) error {
 }
 
 // exchange resolves the destination, signs, sends and reads the answer.
-func (c *Client) exchange(ctx context.Context, req Request, out any) error {
+func (c *Client) exchange(ctx context.Context, req Request, read func(*http.Response) error) error {
 	targets, err := c.resolver.resolve(ctx, req.Destination)
 	if err != nil {
 		return &ConnectError{Destination: req.Destination, Err: err}
@@ -288,7 +309,12 @@ func (c *Client) exchange(ctx context.Context, req Request, out any) error {
 		return err
 	}
 	c.spreader.noteResponse(req.Destination, resp.Header)
-	return readResponse(req.Destination, resp, req.MaxResponseBytes, out)
+	defer resp.Body.Close()
+	if err := checkStatus(req.Destination, resp); err != nil {
+		return err
+	}
+	resp.Body = capBody(req.Destination, resp.Body, req.MaxResponseBytes)
+	return read(resp)
 }
 
 // recordOutcome feeds the backoff: connection failures, 5xx and 429 extend
@@ -301,7 +327,7 @@ func (c *Client) recordOutcome(ctx context.Context, dest string, err error) {
 	case err == nil:
 		c.backoff.succeeded(dest)
 	case errors.As(err, &remote):
-		if remote.Status >= 500 || remote.Status == http.StatusTooManyRequests {
+		if (remote.Status >= 500 || remote.Status == http.StatusTooManyRequests) && !deliberate(remote) {
 			until := c.backoff.failed(dest)
 			c.log.Warn().Str("destination", dest).Int("status", remote.Status).Time("retry_after", until).Msg("federation request failed; backing off")
 		} else {
@@ -314,6 +340,14 @@ func (c *Client) recordOutcome(ctx context.Context, dest string, err error) {
 		until := c.backoff.failed(dest)
 		c.log.Warn().Str("destination", dest).Err(conn.Err).Time("retry_after", until).Msg("federation destination unreachable; backing off")
 	}
+}
+
+// deliberate tells the 5xx answers that say nothing of the server's health:
+// the content repository's 504 M_NOT_YET_UPLOADED (the media is still
+// being uploaded there) and 502 M_TOO_LARGE (it will not proxy a large
+// file). Spec: content_repository.yaml.
+func deliberate(e *RemoteError) bool {
+	return e.ErrCode == "M_NOT_YET_UPLOADED" || e.ErrCode == "M_TOO_LARGE"
 }
 
 // builtRequest is a signed request, ready for any target.
@@ -349,7 +383,7 @@ func (c *Client) build(req Request) (builtRequest, error) {
 		}
 		b.header.Set("Content-Type", "application/json")
 	}
-	b.header.Set("Accept", "application/json")
+	b.header.Set("Accept", cmp.Or(req.Accept, "application/json"))
 	b.header.Set("User-Agent", "Chappe")
 	if c.spreader.lists != nil {
 		if serial := c.spreader.lists.Serial(); serial > 0 {
@@ -442,35 +476,87 @@ func (c *Client) httpClient(t target) *http.Client {
 // into out, anything else becomes a *RemoteError.
 func readResponse(dest string, resp *http.Response, limit int64, out any) error {
 	defer resp.Body.Close()
-	if limit <= 0 {
-		limit = DefaultMaxResponseBytes
+	if err := checkStatus(dest, resp); err != nil {
+		return err
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	return decodeJSON(dest, capBody(dest, resp.Body, limit), out)
+}
+
+// maxErrorBody bounds what is read of a non-2xx answer, for its Matrix error.
+const maxErrorBody = 64 << 10
+
+// checkStatus is nil for a 2xx answer, else the *RemoteError it makes,
+// with the Matrix error of its body when it has one.
+func checkStatus(dest string, resp *http.Response) error {
+	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		return nil
+	}
+	e := &RemoteError{Destination: dest, Status: resp.StatusCode}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	var mx struct {
+		ErrCode string `json:"errcode"`
+		Error   string `json:"error"`
+	}
+	if json.Unmarshal(body, &mx) == nil {
+		e.ErrCode, e.Message = mx.ErrCode, mx.Error
+	}
+	return e
+}
+
+// decodeJSON reads the whole (capped) body into out; out nil: the body is
+// read and dropped.
+func decodeJSON(dest string, body io.Reader, out any) error {
+	data, err := io.ReadAll(body)
 	if err != nil {
-		return &ConnectError{Destination: dest, Err: fmt.Errorf("reading the answer: %w", err)}
-	}
-	if int64(len(body)) > limit {
-		return fmt.Errorf("federation: the answer of %s is larger than %d bytes", dest, limit)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		e := &RemoteError{Destination: dest, Status: resp.StatusCode}
-		var mx struct {
-			ErrCode string `json:"errcode"`
-			Error   string `json:"error"`
-		}
-		if json.Unmarshal(body, &mx) == nil {
-			e.ErrCode, e.Message = mx.ErrCode, mx.Error
-		}
-		return e
+		return err
 	}
 	if out == nil {
 		return nil
 	}
-	if err := json.Unmarshal(body, out); err != nil {
+	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("federation: the answer of %s is not the expected JSON: %w", dest, err)
 	}
 	return nil
 }
+
+// cappedBody is an answer body that fails with ErrResponseTooLarge beyond
+// its limit, and turns read failures into *ConnectError.
+type cappedBody struct {
+	dest  string
+	r     io.ReadCloser
+	limit int64
+	left  int64 // bytes still allowed
+}
+
+// capBody caps body at limit bytes (0: DefaultMaxResponseBytes).
+func capBody(dest string, body io.ReadCloser, limit int64) io.ReadCloser {
+	if limit <= 0 {
+		limit = DefaultMaxResponseBytes
+	}
+	return &cappedBody{dest: dest, r: body, limit: limit, left: limit}
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One more byte tells a body of exactly the limit from a larger one.
+		var one [1]byte
+		if n, _ := io.ReadFull(b.r, one[:]); n > 0 {
+			return 0, fmt.Errorf("federation: the answer of %s is larger than %d bytes: %w", b.dest, b.limit, ErrResponseTooLarge)
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if err != nil && err != io.EOF {
+		err = &ConnectError{Destination: b.dest, Err: fmt.Errorf("reading the answer: %w", err)}
+	}
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.r.Close() }
 
 // pinnedEndpoint is the endpoint the allowlist pins for server, "" if none.
 func (c *Client) pinnedEndpoint(server string) string {

@@ -62,11 +62,11 @@ func (s *Service) lookup(ctx context.Context, serverName, mediaID string, opts O
 			return m, err
 		}
 		if m.QuarantinedTS != nil {
-			return m, mxerr.New(mxerr.NotFound, "mxc://%s/%s has been quarantined by the server administrators and is no longer served", serverName, mediaID)
+			return m, quarantinedErr(serverName, mediaID)
 		}
 		if m.UploadedTS != nil {
-			if opts.Legacy && (s.cfg.LegacyCutoff.IsZero() || !time.UnixMilli(*m.UploadedTS).Before(s.cfg.LegacyCutoff)) {
-				return m, mxerr.New(mxerr.NotFound, "mxc://%s/%s is only served through the authenticated media endpoints (/_matrix/client/v1/media/...): unauthenticated access is frozen for recent media", serverName, mediaID)
+			if opts.Legacy && s.frozen(*m.UploadedTS) {
+				return m, frozenErr(serverName, mediaID)
 			}
 			return m, nil
 		}
@@ -83,10 +83,30 @@ func (s *Service) lookup(ctx context.Context, serverName, mediaID string, opts O
 	}
 }
 
-// Open returns the content of a local media for download.
+func quarantinedErr(serverName, mediaID string) error {
+	return mxerr.New(mxerr.NotFound, "mxc://%s/%s has been quarantined by the server administrators and is no longer served", serverName, mediaID)
+}
+
+// frozen tells whether media stored at ms (uploaded here, or fetched from
+// another server) is kept from the deprecated unauthenticated endpoints.
+// Spec: content_repo.md, "Client behaviour" (the freeze warning; for remote
+// media, the date the cache was populated counts).
+func (s *Service) frozen(ms int64) bool {
+	return s.cfg.LegacyCutoff.IsZero() || !time.UnixMilli(ms).Before(s.cfg.LegacyCutoff)
+}
+
+func frozenErr(serverName, mediaID string) error {
+	return mxerr.New(mxerr.NotFound, "mxc://%s/%s is only served through the authenticated media endpoints (/_matrix/client/v1/media/...): unauthenticated access is frozen for recent media", serverName, mediaID)
+}
+
+// Open returns the content of a media for download: a local one, or
+// another server's, fetched and cached (remote.go).
 // Spec: GET /_matrix/client/v1/media/download/{serverName}/{mediaId} and the
 // deprecated GET /_matrix/media/v3/download/{serverName}/{mediaId}.
 func (s *Service) Open(ctx context.Context, serverName, mediaID string, opts OpenOptions) (*Content, error) {
+	if serverName != s.cfg.ServerName {
+		return s.openRemote(ctx, serverName, mediaID, opts)
+	}
 	m, err := s.lookup(ctx, serverName, mediaID, opts)
 	if err != nil {
 		return nil, err
@@ -161,6 +181,9 @@ func (s *Service) wake(mediaID string) {
 // Quarantine stops serving a media, as an administrator's decision; the file
 // is kept (for inspection) until Delete.
 func (s *Service) Quarantine(ctx context.Context, serverName, mediaID, byUserID string) error {
+	if serverName != s.cfg.ServerName {
+		return s.quarantineRemote(ctx, serverName, mediaID, byUserID)
+	}
 	if err := s.checkLocal(serverName, mediaID); err != nil {
 		return err
 	}
@@ -171,13 +194,29 @@ func (s *Service) Quarantine(ctx context.Context, serverName, mediaID, byUserID 
 	return err
 }
 
-// Delete removes a media, its thumbnails and every file no other media uses.
+// Delete removes a media, its thumbnails and every file no other media
+// uses; for another server's media, what the cache holds of it.
 func (s *Service) Delete(ctx context.Context, serverName, mediaID string) error {
+	if serverName != s.cfg.ServerName {
+		return s.deleteRemote(ctx, serverName, mediaID)
+	}
 	if err := s.checkLocal(serverName, mediaID); err != nil {
 		return err
 	}
-	err := s.store.InTx(ctx, func(q *sqlstore.Queries) error {
-		hashes, err := q.MediaFileHashes(ctx, mediaID)
+	err := s.deleteFiles(ctx,
+		func(q *sqlstore.Queries) ([][]byte, error) { return q.MediaFileHashes(ctx, mediaID) },
+		func(q *sqlstore.Queries) error { return q.DeleteMedia(ctx, mediaID) })
+	if errors.Is(err, sqlstore.ErrNotFound) {
+		return notFoundErr(serverName, mediaID)
+	}
+	return err
+}
+
+// deleteFiles, in one transaction, deletes rows with del and removes the
+// files they used (listed by hashes) that nothing else uses any more.
+func (s *Service) deleteFiles(ctx context.Context, hashesOf func(q *sqlstore.Queries) ([][]byte, error), del func(q *sqlstore.Queries) error) error {
+	return s.store.InTx(ctx, func(q *sqlstore.Queries) error {
+		hashes, err := hashesOf(q)
 		if err != nil {
 			return err
 		}
@@ -188,7 +227,7 @@ func (s *Service) Delete(ctx context.Context, serverName, mediaID string) error 
 				return err
 			}
 		}
-		if err := q.DeleteMedia(ctx, mediaID); err != nil {
+		if err := del(q); err != nil {
 			return err
 		}
 		for _, h := range hashes {
@@ -204,8 +243,4 @@ func (s *Service) Delete(ctx context.Context, serverName, mediaID string) error 
 		}
 		return nil
 	})
-	if errors.Is(err, sqlstore.ErrNotFound) {
-		return notFoundErr(serverName, mediaID)
-	}
-	return err
 }

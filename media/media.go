@@ -3,8 +3,9 @@
 // that make serving user files safe, and the URL preview fetcher.
 //
 // Files are stored once per content under the media directory, named by their
-// SHA-256; their metadata is in PostgreSQL. Only this server's media is
-// handled here: fetching another server's media belongs to federation.
+// SHA-256; their metadata is in PostgreSQL. Other servers' media is fetched
+// through a Fetcher (the federation client, behind the allowlist gate) and
+// cached here the same way (remote.go).
 //
 // Spec: client-server-api/modules/content_repo.md, with the endpoints of
 // data/api/client-server/content-repo.yaml and authed-content-repo.yaml.
@@ -61,13 +62,23 @@ type Service struct {
 	thumbSlots chan struct{}
 	thumbs     singleflight.Group
 
+	// Other servers' media (remote.go): the fetcher, nil when there is none;
+	// fetchQueue bounds the fetches waiting or running, fetchSlots those
+	// running; fetches makes concurrent requests for the same media share
+	// one fetch.
+	remote     Fetcher
+	fetchQueue chan struct{}
+	fetchSlots chan struct{}
+	fetches    singleflight.Group
+
 	// Waiters for asynchronous uploads, woken when the content arrives here.
 	mu      sync.Mutex
 	waiting map[string]*waitEntry
 }
 
 // New returns the content repository, creating its directory if needed.
-func New(store *sqlstore.Store, cfg Config) (*Service, error) {
+// remote fetches other servers' media; nil: only local media is served.
+func New(store *sqlstore.Store, cfg Config, remote Fetcher) (*Service, error) {
 	blobs, err := newBlobStore(cfg.Dir)
 	if err != nil {
 		return nil, err
@@ -80,6 +91,9 @@ func New(store *sqlstore.Store, cfg Config) (*Service, error) {
 		preview:    NewPreviewer(cfg.Preview),
 		now:        time.Now,
 		thumbSlots: make(chan struct{}, slots),
+		remote:     remote,
+		fetchQueue: make(chan struct{}, maxQueuedFetches),
+		fetchSlots: make(chan struct{}, maxRunningFetches),
 		waiting:    map[string]*waitEntry{},
 	}, nil
 }
@@ -121,7 +135,7 @@ func (s *Service) mxcURI(mediaID string) string {
 // checkLocal refuses a media reference that is not one of this server's.
 func (s *Service) checkLocal(serverName, mediaID string) error {
 	if serverName != s.cfg.ServerName {
-		return mxerr.New(mxerr.NotFound, "Media of other servers (%q) is not available through this server yet; only media uploaded here can be fetched", serverName)
+		return mxerr.New(mxerr.NotFound, "mxc://%s/%s is not media of this server", serverName, mediaID)
 	}
 	if !validMediaID(mediaID) {
 		return mxerr.New(mxerr.NotFound, "No media with ID %q: media IDs only contain A-Z, a-z, 0-9, _ and -", mediaID)

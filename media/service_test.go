@@ -38,7 +38,7 @@ func newService(t testing.TB, configure ...func(*Config)) *Service {
 	for _, f := range configure {
 		f(&cfg)
 	}
-	s, err := New(sqltest.Store(t), cfg)
+	s, err := New(sqltest.Store(t), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,18 +99,22 @@ func inspect(r io.ReaderAt, maxPixels int64) (imageFormat, image.Config, error) 
 	return format, cfg, nil
 }
 
-// thumbnailBox is the box a request is served with, for an image of src size:
-// the smallest standard box covering the request (or the request rounded up
-// to boxStep), reduced to the image's own size where it is smaller, since
-// images are never upscaled.
-func thumbnailBox(reqW, reqH int, src image.Point) image.Point {
-	box := image.Point{ceilTo(reqW, boxStep), ceilTo(reqH, boxStep)}
+// requestBox is the box a request is served with: the smallest standard box
+// covering it, or the request rounded up to boxStep.
+func requestBox(reqW, reqH int) image.Point {
 	for _, b := range standardBoxes {
 		if b.X >= reqW && b.Y >= reqH {
-			box = b
-			break
+			return b
 		}
 	}
+	return image.Point{ceilTo(reqW, boxStep), ceilTo(reqH, boxStep)}
+}
+
+// thumbnailBox is the box a request is served with for an image of src
+// size: requestBox, reduced to the image's own size where it is smaller,
+// since images are never upscaled.
+func thumbnailBox(reqW, reqH int, src image.Point) image.Point {
+	box := requestBox(reqW, reqH)
 	return image.Point{min(box.X, src.X), min(box.Y, src.Y)}
 }
 
@@ -172,19 +176,32 @@ func thumbnailName(contentType string) string {
 	return "thumbnail.png"
 }
 
-// Thumbnail returns a thumbnail of a local image, generated on the first
-// request for its box and method, then kept.
-// Spec: GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId} and the
-// deprecated /_matrix/media/v3/thumbnail.
-func (s *Service) Thumbnail(ctx context.Context, serverName, mediaID string, req ThumbnailRequest, opts OpenOptions) (*Content, error) {
+// check refuses a method other than crop or scale (scale when empty) and
+// sizes out of bounds.
+func (req *ThumbnailRequest) check() error {
 	if req.Method == "" {
 		req.Method = MethodScale
 	}
 	if req.Method != MethodCrop && req.Method != MethodScale {
-		return nil, mxerr.New(mxerr.InvalidParam, "method must be crop or scale, not %q", req.Method)
+		return mxerr.New(mxerr.InvalidParam, "method must be crop or scale, not %q", req.Method)
 	}
 	if req.Width < 1 || req.Height < 1 || req.Width > maxRequestSide || req.Height > maxRequestSide {
-		return nil, mxerr.New(mxerr.InvalidParam, "width and height must be between 1 and %d", maxRequestSide)
+		return mxerr.New(mxerr.InvalidParam, "width and height must be between 1 and %d", maxRequestSide)
+	}
+	return nil
+}
+
+// Thumbnail returns a thumbnail of an image: of a local one, generated on
+// the first request for its box and method, then kept; of another server's,
+// fetched from it and kept (remote.go).
+// Spec: GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId} and the
+// deprecated /_matrix/media/v3/thumbnail.
+func (s *Service) Thumbnail(ctx context.Context, serverName, mediaID string, req ThumbnailRequest, opts OpenOptions) (*Content, error) {
+	if err := req.check(); err != nil {
+		return nil, err
+	}
+	if serverName != s.cfg.ServerName {
+		return s.remoteThumbnail(ctx, serverName, mediaID, req, opts)
 	}
 	m, err := s.lookup(ctx, serverName, mediaID, opts)
 	if err != nil {
@@ -216,6 +233,11 @@ func (s *Service) Thumbnail(ctx context.Context, serverName, mediaID string, req
 	if err != nil {
 		return nil, err
 	}
+	return s.openThumbnail(ctx, t, serverName, mediaID)
+}
+
+// openThumbnail opens a stored thumbnail of mxc://serverName/mediaID.
+func (s *Service) openThumbnail(ctx context.Context, t sqlstore.Thumbnail, serverName, mediaID string) (*Content, error) {
 	f, err := s.openBlob(ctx, t.SHA256, serverName, mediaID)
 	if err != nil {
 		return nil, err

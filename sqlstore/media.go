@@ -179,9 +179,11 @@ func (q *Queries) DeleteMedia(ctx context.Context, mediaID string) error {
 }
 
 const mediaBlobReferencedSQL = `
-SELECT EXISTS (SELECT 1 FROM media WHERE sha256 = $1) OR EXISTS (SELECT 1 FROM media_thumbnails WHERE sha256 = $1)`
+SELECT EXISTS (SELECT 1 FROM media WHERE sha256 = $1) OR EXISTS (SELECT 1 FROM media_thumbnails WHERE sha256 = $1)
+    OR EXISTS (SELECT 1 FROM remote_media WHERE sha256 = $1) OR EXISTS (SELECT 1 FROM remote_media_thumbnails WHERE sha256 = $1)`
 
-// MediaBlobReferenced tells whether any media or thumbnail still uses the file.
+// MediaBlobReferenced tells whether any media or thumbnail, local or cached
+// from another server, still uses the file.
 func (q *Queries) MediaBlobReferenced(ctx context.Context, sha256 []byte) (bool, error) {
 	var ok bool
 	err := q.q.QueryRow(ctx, mediaBlobReferencedSQL, sha256).Scan(&ok)
