@@ -7,38 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
-
-// createRemoteEncryptedRoom is createEncryptedRoom for a guest of another
-// server, who syncs the invite before joining: Chappe's /sync does not yet
-// give the full state of a room joined over federation when the invite
-// and the join fall in one sync range (the state before the invite, which
-// the guest's server never had, is what it shows).
-func createRemoteEncryptedRoom(t *testing.T, owner, guest *cryptoDevice) id.RoomID {
-	t.Helper()
-	ctx := t.Context()
-	created, err := owner.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{
-		Preset: "private_chat", Name: "encrypted", Invite: []id.UserID{guest.user.id},
-		InitialState: []*event.Event{{
-			Type:    event.StateEncryption,
-			Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}},
-		}},
-	})
-	if err != nil {
-		t.Fatalf("%s creates an encrypted room: %v", owner.name, err)
-	}
-	guest.syncUntil("the invite", func() (bool, string) {
-		m := guest.cli.StateStore.IsMembership(ctx, created.RoomID, guest.user.id, event.MembershipInvite)
-		return m, "no invite yet"
-	})
-	if _, err := guest.cli.JoinRoomByID(ctx, created.RoomID); err != nil {
-		t.Fatalf("%s joins %s: %v", guest.name, created.RoomID, err)
-	}
-	return created.RoomID
-}
 
 // TestMautrixCryptoFederation: mautrix-go (goolm) users on hs1 and hs2 in
 // an encrypted room. Messages are decrypted across servers both ways; a
@@ -56,7 +26,7 @@ func TestMautrixCryptoFederation(t *testing.T) {
 	a1 := firstCryptoDevice(t, hs1.URL, alice, "alice-1")
 	a2 := loginCryptoDevice(t, hs1.URL, alice, "alice-2")
 	b1 := firstCryptoDevice(t, hs2.URL, bob, "bob-1")
-	roomID := createRemoteEncryptedRoom(t, a1, b1)
+	roomID := createEncryptedRoom(t, a1, b1)
 	for _, d := range []*cryptoDevice{a1, a2, b1} {
 		d.waitJoined(roomID, alice.id, bob.id)
 		d.trackUsers(map[id.UserID][]id.DeviceID{
@@ -82,9 +52,8 @@ func TestMautrixCryptoFederation(t *testing.T) {
 	a1.markDeviceLists()
 	b2 := newCryptoDevice(t, hs2.URL, bob, loginResp.AccessToken, loginResp.DeviceID, "bob-2")
 	a1.waitDeviceListChange(bob.id, "bob-2 on hs2 uploaded its device keys")
-	// (bob-2 does not wait for the room's state in its own /sync: the
-	// same gap of /sync for rooms joined over federation hides it from an
-	// initial sync; decrypting needs only the room key.)
+	// bob-2's initial sync on hs2 has the room's state (encryption, members).
+	b2.waitJoined(roomID, alice.id, bob.id)
 	a1.trackUsers(map[id.UserID][]id.DeviceID{bob.id: {b1.cli.DeviceID, b2.cli.DeviceID}})
 	body3 := "Pour tous les appareils de bob"
 	ev3, _ := a1.sendEncrypted(roomID, body3)

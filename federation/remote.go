@@ -70,13 +70,21 @@ func MatrixError(server string, err error) error {
 		return mxerr.New(mxerr.Forbidden, "%s is another server and federation is switched off on this server", server)
 	case errors.As(err, &notAllowed):
 		return mxerr.New(mxerr.Forbidden, "%s is outside the federation: %v", server, notAllowed)
-	case errors.As(err, &remote) && remote.ErrCode != "" && remote.Status < 500 && remote.Status != http.StatusUnauthorized:
+	case errors.As(err, &remote) && remote.ErrCode != "" && remote.Status < 500 && remote.Status != http.StatusUnauthorized &&
+		!isTokenError(remote.ErrCode):
 		return mxerr.New(mxerr.Code(remote.ErrCode), "%s answered: %s", remote.Destination, remote.Message).WithStatus(remote.Status)
 	case errors.As(err, &backedOff):
 		return mxerr.New(mxerr.Unknown, "%s failed recently and is not called again before %s", server,
 			backedOff.Until.UTC().Format(time.RFC3339)).WithStatus(http.StatusBadGateway)
 	}
 	return mxerr.New(mxerr.Unknown, "%v", err).WithStatus(http.StatusBadGateway)
+}
+
+// isTokenError tells the error codes about an access token: from another
+// server they are about our server's signature, never the client's token,
+// and passed on they would log the client out.
+func isTokenError(code string) bool {
+	return code == string(mxerr.UnknownToken) || code == string(mxerr.MissingToken)
 }
 
 // MakeJoin is GET /_matrix/federation/v1/make_join/{roomId}/{userId}.

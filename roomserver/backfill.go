@@ -43,7 +43,8 @@ const (
 // from a server of the room, checks every event like any received PDU
 // (format, border, signatures, hashes, auth events, state before it) and
 // places the accepted ones in the timeline below everything we hold. It
-// tells whether any event was placed.
+// tells whether any event was placed. Concurrent requests for one room
+// share one backfill.
 func (r *Roomserver) backfill(ctx context.Context, roomID string) (bool, error) {
 	if !r.cfg.Federation.enabled() {
 		return false, nil
@@ -51,8 +52,20 @@ func (r *Roomserver) backfill(ctx context.Context, roomID string) (bool, error) 
 	if until, ok := r.backfillQuiet.Get(roomID); ok && r.now().Before(until) {
 		return false, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, backfillTimeout)
-	defer cancel()
+	got, err, _ := r.backfills.Do(roomID, func() (any, error) {
+		// Not cut short when the first client leaves: others wait on it.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backfillTimeout)
+		defer cancel()
+		return r.backfillRoom(ctx, roomID)
+	})
+	if err != nil {
+		return false, err
+	}
+	return got.(bool), nil
+}
+
+// backfillRoom is one backfill of the room (see backfill).
+func (r *Roomserver) backfillRoom(ctx context.Context, roomID string) (bool, error) {
 	room, err := r.loadRoom(ctx, r.db(), roomID, false)
 	if err != nil {
 		return false, err
@@ -161,9 +174,51 @@ func (r *Roomserver) takeBackfilled(ctx context.Context, server, version, roomID
 			r.log(ctx).Info().Err(err).Str("event_id", ev.EventID()).Str("server", server).Msg("backfilled event not placed")
 		}
 	}
-	stillMissing, err := r.unknownTimelineEvents(context.WithoutCancel(ctx), newIDs)
+	ctx = context.WithoutCancel(ctx) // what is placed is kept: finish it
+	stillMissing, err := r.unknownTimelineEvents(ctx, newIDs)
 	if err != nil {
 		return 0, err
 	}
-	return len(newIDs) - len(stillMissing), nil
+	var placed []string
+	for _, id := range newIDs {
+		if !slices.Contains(stillMissing, id) {
+			placed = append(placed, id)
+		}
+	}
+	if err := r.applyLateRedactions(ctx, roomID, placed); err != nil {
+		return 0, err
+	}
+	return len(placed), nil
+}
+
+// applyLateRedactions applies to newly backfilled events the redactions of
+// them we already held: a redaction can reach us before its target (spec
+// rooms/v3.md, "Handling redactions"). One query for the whole batch.
+func (r *Roomserver) applyLateRedactions(ctx context.Context, roomID string, eventIDs []string) error {
+	if len(eventIDs) == 0 {
+		return nil
+	}
+	rows, err := r.db().RedactionsOf(ctx, roomID, eventIDs)
+	if err != nil || len(rows) == 0 {
+		return err
+	}
+	return r.inTx(ctx, func(t *txn) error {
+		w, err := r.openWriter(ctx, t, roomID)
+		if err != nil {
+			return err
+		}
+		for _, row := range rows {
+			if row.Rejected != nil || row.Outlier {
+				continue
+			}
+			redaction, err := parseStored(w.room.RoomVersion, row.JSON, row.RedactedBy != nil)
+			if err != nil {
+				return err
+			}
+			if err := w.applyRemoteRedaction(ctx, redaction); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

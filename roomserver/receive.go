@@ -114,12 +114,15 @@ func (r *Roomserver) parseEvent(ctx context.Context, version string, raw []byte,
 //
 // Servers removed from the list: a room they took part in must stay
 // joinable, and they must never be contacted. So in the history we ask
-// for (historical), an event of a removed server is admitted when it was
-// made before its removal (origin_server_ts before removed_at; its
+// for (historical: a join's state and auth chain, auth events, the state
+// at a gap, backfill), an event of a removed server is admitted when it
+// was made before its removal (origin_server_ts before removed_at; its
 // signatures then check only with the keys the removal record carries,
-// see federation.KeyRing). Anything it sends as new is refused, like any
-// unlisted server's. A listed server could still backdate events in its
-// name: the removal record's keys bound that to keys the officers knew.
+// see federation.KeyRing). Anything that would enter the timeline as new
+// (/send, get_missing_events) is refused, like any unlisted server's.
+// The date is the removed server's own word: with its key, it could still
+// backdate an event and have a listed server relay it as history; the
+// bound is as strong as the listed servers.
 func (r *Roomserver) checkBorder(ev gomatrixserverlib.PDU, historical bool) error {
 	sender := serverOf(string(ev.SenderID()))
 	if !r.borderAdmits(sender, ev, historical) {
@@ -313,7 +316,10 @@ func (r *Roomserver) fetchMissingPrevEvents(ctx context.Context, origin, version
 	}
 	var evs []gomatrixserverlib.PDU
 	for _, raw := range raws {
-		got, err := r.parseHistoricalPDU(ctx, version, raw)
+		// Live rules: these events enter the timeline as new, so a removed
+		// server's (however dated) are refused; the gap is then bridged
+		// with the state at it.
+		got, err := r.parsePDU(ctx, version, raw)
 		if err != nil {
 			r.log(ctx).Warn().Err(err).Msg("dropping an event of get_missing_events")
 			continue

@@ -17,6 +17,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/singleflight"
 
 	"chappe/mxerr"
 	"chappe/signingkey"
@@ -83,6 +84,8 @@ type Roomserver struct {
 	// backfillQuiet holds, per room, until when a backfill is not tried
 	// again after one that brought nothing (see backfill).
 	backfillQuiet *lru.Cache[string, time.Time]
+	// backfills makes concurrent backfills of one room one.
+	backfills singleflight.Group
 }
 
 type cachedMemberships struct {

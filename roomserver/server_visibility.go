@@ -3,7 +3,6 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
-	"strings"
 
 	"github.com/tidwall/gjson"
 
@@ -48,7 +47,7 @@ func (r *Roomserver) serverCanSee(ctx context.Context, origin, version string, r
 	}
 	var nids []int64
 	for k, nid := range before.state {
-		if k.Type == "m.room.member" && strings.HasSuffix(k.StateKey, ":"+origin) {
+		if k.Type == "m.room.member" && serverOf(k.StateKey) == origin {
 			nids = append(nids, nid)
 		}
 	}
@@ -71,6 +70,9 @@ func (r *Roomserver) eventsForServer(ctx context.Context, origin, version string
 		if err != nil {
 			return nil, err
 		}
+		// An outlier that is not a state event (a soft-failed message) has
+		// no known state before it to judge by: its content stays here.
+		ok = ok && !(row.Outlier && row.StateKey == nil)
 		if ok || row.RedactedBy != nil {
 			out = append(out, json.RawMessage(row.JSON))
 			continue

@@ -3,13 +3,18 @@ package roomserver
 import (
 	"context"
 	"errors"
+	"time"
 
 	"chappe/sqlstore"
 )
 
 // maxBackfillsToJump bounds the backfills one /timestamp_to_event may make
-// to bring another server's answer into our timeline.
-const maxBackfillsToJump = 10
+// to bring another server's answer into our timeline, and jumpTimeout the
+// time the whole remote part may take.
+const (
+	maxBackfillsToJump = 10
+	jumpTimeout        = 30 * time.Second
+)
 
 // remoteNearTimestamp asks the room's other servers for an event closer to
 // ts than best (nil: we have none), when ts falls before the history we hold
@@ -21,6 +26,8 @@ func (r *Roomserver) remoteNearTimestamp(ctx context.Context, rd *reader, ts int
 	if !r.cfg.Federation.enabled() {
 		return nil, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, jumpTimeout)
+	defer cancel()
 	roomID := rd.room.RoomID
 	oldest, err := r.db().OldestTimelineEvents(ctx, roomID, 1)
 	if err != nil || len(oldest) == 0 || (best != nil && ts >= oldest[0].OriginServerTS) {

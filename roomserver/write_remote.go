@@ -61,7 +61,12 @@ func (w *writer) storeRemote(ctx context.Context, ev gomatrixserverlib.PDU, befo
 	}
 	w.r.events.Add(row.NID, ev)
 	if place == placeBackfill {
-		return &appended{Event: ev, Row: row}, w.redactBackfilled(ctx, ev)
+		// A backfilled redaction applies to its target; the redactions
+		// we already held of backfilled events: see applyLateRedactions.
+		if ev.Type() == "m.room.redaction" {
+			err = w.applyRemoteRedaction(ctx, ev)
+		}
+		return &appended{Event: ev, Row: row}, err
 	}
 	w.t.stored = append(w.t.stored, row)
 
@@ -195,33 +200,6 @@ func (w *writer) applyRemoteRedaction(ctx context.Context, redaction gomatrixser
 		}
 	}
 	return w.applyRedaction(ctx, redaction)
-}
-
-// redactBackfilled applies redactions to history arriving late: a
-// backfilled redaction to the event it targets, and a backfilled event to
-// the redactions of it we already hold (a redaction can reach us before
-// its target: spec rooms/v3.md, "Handling redactions").
-func (w *writer) redactBackfilled(ctx context.Context, ev gomatrixserverlib.PDU) error {
-	if ev.Type() == "m.room.redaction" {
-		return w.applyRemoteRedaction(ctx, ev)
-	}
-	rows, err := w.q.RedactionsOf(ctx, w.room.RoomID, ev.EventID())
-	if err != nil {
-		return err
-	}
-	for _, row := range rows {
-		if row.Rejected != nil || row.Outlier {
-			continue
-		}
-		redaction, err := parseStored(w.room.RoomVersion, row.JSON, row.RedactedBy != nil)
-		if err != nil {
-			return err
-		}
-		if err := w.applyRemoteRedaction(ctx, redaction); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // snapshotFor stores (or reuses) the snapshot of state, built as a delta on

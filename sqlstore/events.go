@@ -197,30 +197,41 @@ func (q *Queries) RedactEvent(ctx context.Context, eventID, redactedJSON, redact
 	return err
 }
 
-const selectPendingRedactionsSQL = `
-SELECT ` + eventColumns + ` FROM events WHERE type = 'm.room.redaction' AND room_id = $1 AND json::jsonb ->> 'redacts' = $2
-UNION
-SELECT ` + eventColumns + ` FROM events WHERE type = 'm.room.redaction' AND room_id = $1 AND json::jsonb -> 'content' ->> 'redacts' = $2`
+// The target is content.redacts from room version 11, top-level redacts
+// before.
+const selectRedactionsOfSQL = `
+SELECT ` + eventColumns + ` FROM events WHERE type = 'm.room.redaction' AND room_id = $1
+  AND COALESCE(json::jsonb -> 'content' ->> 'redacts', json::jsonb ->> 'redacts') = ANY($2)`
 
-// RedactionsOf returns the redaction events in the room that target eventID.
-func (q *Queries) RedactionsOf(ctx context.Context, roomID, eventID string) ([]Event, error) {
-	rows, err := q.q.Query(ctx, selectPendingRedactionsSQL, roomID, eventID)
+// RedactionsOf returns the redaction events in the room that target any of
+// eventIDs (one pass over the room's redactions).
+func (q *Queries) RedactionsOf(ctx context.Context, roomID string, eventIDs []string) ([]Event, error) {
+	rows, err := q.q.Query(ctx, selectRedactionsOfSQL, roomID, eventIDs)
 	if err != nil {
 		return nil, err
 	}
 	return scanEvents(rows)
 }
 
-const timestampToEventSQL = `
-SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND stream_pos IS NOT NULL
-  AND CASE WHEN $3 THEN origin_server_ts >= $2 ELSE origin_server_ts <= $2 END
-ORDER BY CASE WHEN $3 THEN origin_server_ts END ASC, CASE WHEN NOT $3 THEN origin_server_ts END DESC, stream_pos
-LIMIT $4`
+// One query per direction, each ordered as the events_room_ts index is
+// (room_id, origin_server_ts), so neither sorts the room.
+const (
+	eventsAtOrAfterSQL = `
+SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_server_ts >= $2 AND stream_pos IS NOT NULL
+ORDER BY origin_server_ts ASC LIMIT $3`
+	eventsAtOrBeforeSQL = `
+SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_server_ts <= $2 AND stream_pos IS NOT NULL
+ORDER BY origin_server_ts DESC LIMIT $3`
+)
 
 // EventsNearTimestamp returns events at or after (forwards) or at or before
 // ts, closest first.
 func (q *Queries) EventsNearTimestamp(ctx context.Context, roomID string, ts int64, forwards bool, limit int) ([]Event, error) {
-	rows, err := q.q.Query(ctx, timestampToEventSQL, roomID, ts, forwards, limit)
+	sql := eventsAtOrBeforeSQL
+	if forwards {
+		sql = eventsAtOrAfterSQL
+	}
+	rows, err := q.q.Query(ctx, sql, roomID, ts, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -12,15 +12,18 @@ import (
 const insertOutlierSQL = `
 INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts, stream_pos, state_before, json, rejected, soft_failed)
 VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11)
-ON CONFLICT (event_id) DO NOTHING
+ON CONFLICT (event_id) DO UPDATE
+  SET rejected = COALESCE(events.rejected, EXCLUDED.rejected), soft_failed = events.soft_failed OR EXCLUDED.soft_failed
+  WHERE events.stream_pos IS NULL
 RETURNING event_nid`
 
 const selectNIDByIDSQL = `SELECT event_nid FROM events WHERE event_id = $1`
 
 // InsertOutlier stores an event without a place in the timeline (no stream
 // position), accepted, rejected (e.Rejected) or soft-failed (e.SoftFailed).
-// An event already stored is
-// left as it is; NID is filled in either way.
+// An event already stored keeps its JSON; an outlier takes the marks (a
+// rejection or soft failure found later is never lost); a timeline event
+// is left as it is. NID is filled in either way.
 func (q *Queries) InsertOutlier(ctx context.Context, e *Event) error {
 	err := q.q.QueryRow(ctx, insertOutlierSQL, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth,
 		e.OriginServerTS, e.StateBefore, e.JSON, e.Rejected, e.SoftFailed).Scan(&e.NID)

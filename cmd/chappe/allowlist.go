@@ -224,7 +224,14 @@ func (t allowlistTool) remove(args []string) error {
 	if strings.TrimSpace(*reason) == "" {
 		return errors.New("allowlist remove: --reason is required")
 	}
-	return t.edit("remove", *file, allowlist.RemoveServer(pos[0], *reason, t.now()), "removed "+pos[0])
+	if err := t.edit("remove", *file, allowlist.RemoveServer(pos[0], *reason, t.now()), "removed "+pos[0]); err != nil {
+		return err
+	}
+	if d, err := readList(*file); err == nil && len(d.Removed[pos[0]].VerifyKeys) == 0 {
+		fmt.Fprintf(t.stderr, "warning: %s had no pinned keys, so its removal record carries none: servers cannot check its "+
+			"events from before the removal, and rooms it created may become unjoinable (see the README)\n", pos[0])
+	}
+	return nil
 }
 
 func (t allowlistTool) bump(args []string) error {
