@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"net/http"
+
+	"maunium.net/go/mautrix/crypto"
 	"testing"
 	"time"
 
@@ -79,14 +81,7 @@ func TestMautrixCryptoFederation(t *testing.T) {
 	// on hs2 sees her master and self-signing keys and the signatures.
 	b1.drain()
 	b1.markDeviceLists()
-	uia := 0
-	_, aliceKeys, err := a1.mach.GenerateAndUploadCrossSigningKeys(ctx, passwordUIA(alice, &uia), "")
-	if err != nil {
-		t.Fatalf("alice-1 bootstraps cross-signing: %v", err)
-	}
-	if err := a1.mach.SignOwnDevice(ctx, a1.mach.OwnIdentity()); err != nil {
-		t.Fatalf("alice-1 signs her device with her self-signing key: %v", err)
-	}
+	aliceKeys := bootstrapCrossSigning(t, a1, alice)
 	msk, ssk := aliceKeys.MasterKey.PublicKey(), aliceKeys.SelfSigningKey.PublicKey()
 	waitFor(t, "alice's signed cross-signing keys in bob's /keys/query on hs2", 20*time.Second, func() bool {
 		q := queryKeysRaw(t, b1, alice.id)
@@ -104,5 +99,36 @@ func TestMautrixCryptoFederation(t *testing.T) {
 	if err != nil || pub == nil || pub.MasterKey != msk || pub.SelfSigningKey != ssk {
 		t.Fatalf("bob-1's machine has alice's cross-signing keys %+v (%v), want master %s and self-signing %s", pub, err, msk, ssk)
 	}
+
+	// 5. bob verifies alice across servers: he bootstraps cross-signing on
+	// hs2 and signs her master key with his user-signing key. hs2 keeps
+	// the signature and shows it to bob's devices only.
+	bobKeys := bootstrapCrossSigning(t, b1, bob)
+	if err := b1.mach.SignUser(ctx, alice.id, msk); err != nil {
+		t.Fatalf("bob-1 signs alice's master key: %v", err)
+	}
+	usk := bobKeys.UserSigningKey.PublicKey()
+	waitFor(t, "bob's signature on alice's master key, seen by bob-2 on hs2", 10*time.Second, func() bool {
+		_, ok := signatureOn(t, queryKeysRaw(t, b2, alice.id).MasterKeys[alice.id], bob.id, string(usk), usk)
+		return ok
+	})
+	if present, _ := signatureOn(t, queryKeysRaw(t, a1, alice.id).MasterKeys[alice.id], bob.id, string(usk), usk); present {
+		t.Fatal("alice's server shows bob's user-signing signature: it must stay with bob")
+	}
 	t.Logf("cross-server E2EE scenario took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// bootstrapCrossSigning makes and uploads the device's user's cross-signing
+// keys, and signs the device with them.
+func bootstrapCrossSigning(t *testing.T, d *cryptoDevice, u cryptoUser) *crypto.CrossSigningKeysCache {
+	t.Helper()
+	uia := 0
+	_, keys, err := d.mach.GenerateAndUploadCrossSigningKeys(t.Context(), passwordUIA(u, &uia), "")
+	if err != nil {
+		t.Fatalf("%s bootstraps cross-signing: %v", d.name, err)
+	}
+	if err := d.mach.SignOwnDevice(t.Context(), d.mach.OwnIdentity()); err != nil {
+		t.Fatalf("%s signs its device: %v", d.name, err)
+	}
+	return keys
 }

@@ -182,6 +182,7 @@ func (s *Service) UploadSignatures(ctx context.Context, signer string, body map[
 	for _, k := range cross {
 		csk[[2]string{k.UserID, k.KeyType}] = k
 	}
+	remoteMasters := s.remoteMasterKeys(ctx, signer, body)
 	devices, err := s.store.DeviceKeysOf(ctx, []string{signer})
 	if err != nil {
 		return nil, err
@@ -207,8 +208,22 @@ func (s *Service) UploadSignatures(ctx context.Context, signer string, body map[
 			var storedJSON, signingKey, signingPub string
 			switch {
 			case !s.isLocal(user):
-				fail(user, keyID, mxerr.Unknown, "Federation is not available on this server yet")
-				continue
+				// Another server's user: their master key as their server
+				// gives it, signed with the signer's user-signing key. The
+				// signature stays here: only the signer sees it (spec: the
+				// user-signing key's signatures are private).
+				master, ok := remoteMasters[user]
+				if !ok || master.public != keyID {
+					fail(user, keyID, mxerr.NotFound, "Unknown key: not the master key "+user+"'s server gives")
+					continue
+				}
+				storedJSON = string(master.raw)
+				signingPub = csk[[2]string{signer, "user_signing"}].PublicKey
+				signingKey = "ed25519:" + signingPub
+				if signingPub == "" {
+					fail(user, keyID, mxerr.NotFound, "Upload a user-signing key before signing other users")
+					continue
+				}
 			case user == signer && myDevices[keyID].KeyJSON != "":
 				storedJSON = myDevices[keyID].KeyJSON
 				signingPub = csk[[2]string{signer, "self_signing"}].PublicKey
@@ -285,6 +300,33 @@ func (s *Service) UploadSignatures(ctx context.Context, signer string, body map[
 		return err == nil, ch, err
 	})
 	return failures, err
+}
+
+// remoteMasterKeys is the master keys of the other servers' users that
+// body signs, as /keys/query gives them to signer (from the cache of
+// remote device lists, or from their servers through the gate); a user
+// whose key cannot be had is left out.
+func (s *Service) remoteMasterKeys(ctx context.Context, signer string, body map[string]map[string]json.RawMessage) map[string]*parsedKey {
+	req := QueryRequest{DeviceKeys: map[string][]string{}}
+	for u := range body {
+		if !s.isLocal(u) {
+			req.DeviceKeys[u] = []string{}
+		}
+	}
+	out := map[string]*parsedKey{}
+	if len(req.DeviceKeys) == 0 {
+		return out
+	}
+	resp, err := s.QueryKeys(ctx, signer, req)
+	if err != nil {
+		return out
+	}
+	for u, raw := range resp.MasterKeys {
+		if k, err := checkCrossSigningKey(raw, "master", u); err == nil && k != nil {
+			out[u] = k
+		}
+	}
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {

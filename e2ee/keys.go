@@ -251,6 +251,9 @@ func (s *Service) QueryKeys(ctx context.Context, viewer string, req QueryRequest
 		if err := s.queryRemote(ctx, remote, req.Timeout, resp); err != nil {
 			return nil, err
 		}
+		if err := s.addViewerSignatures(ctx, viewer, resp); err != nil {
+			return nil, err
+		}
 	}
 	if len(local) == 0 {
 		return resp, nil
@@ -296,6 +299,39 @@ func (s *Service) QueryKeys(ctx context.Context, viewer string, req QueryRequest
 		}
 	}
 	return resp, nil
+}
+
+// addViewerSignatures adds to the master keys of other servers' users in
+// resp the signatures viewer made on them with their user-signing key,
+// which only this server holds (see UploadSignatures).
+func (s *Service) addViewerSignatures(ctx context.Context, viewer string, resp *QueryResponse) error {
+	var users []string
+	for u := range resp.MasterKeys {
+		if !s.isLocal(u) {
+			users = append(users, u)
+		}
+	}
+	if len(users) == 0 {
+		return nil
+	}
+	sigs, err := s.store.KeySignaturesOf(ctx, users, viewer)
+	if err != nil {
+		return err
+	}
+	for _, u := range users {
+		k, err := checkCrossSigningKey(resp.MasterKeys[u], "master", u)
+		if err != nil || k == nil {
+			continue
+		}
+		var mine []sqlstore.KeySignature
+		for _, sg := range sigs {
+			if sg.TargetUserID == u && sg.TargetKeyID == k.public && sg.SignerUserID == viewer {
+				mine = append(mine, sg)
+			}
+		}
+		resp.MasterKeys[u] = mergeSignatures(resp.MasterKeys[u], mine)
+	}
+	return nil
 }
 
 func withUnsigned(obj []byte, unsigned map[string]any) []byte {
