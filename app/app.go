@@ -384,8 +384,12 @@ func newHTTPServer(h http.Handler) *http.Server {
 func (s *Server) runBackground(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); s.Allowlist.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		s.E2EE.Run(ctx, func(err error) { s.Log.Error().Err(err).Msg("purging remote device lists") })
+	}()
 	go func() { defer wg.Done(); s.Sender.Run(ctx) }()
 	go func() {
 		defer wg.Done()

@@ -235,3 +235,31 @@ func TestToDeviceForRemoteUsersQueuedPerServer(t *testing.T) {
 		t.Errorf("queued %v, want one m.direct_to_device for remote.example and another.example", fed.queued)
 	}
 }
+
+// The cache of remote device lists follows the rooms: once nobody here
+// shares a room with the remote user, the purge forgets their list.
+func TestUnfollowedRemoteListsPurged(t *testing.T) {
+	useUsers(t, "purge")
+	ctx := context.Background()
+	fed := &fakeFederation{}
+	fed.answer(5, "D1")
+	svc, _ := fedFixture(t, fed, true)
+	if err := svc.ReceiveDeviceListUpdate(ctx, "remote.example", e2ee.DeviceListUpdate{UserID: remoteUser, DeviceID: "D1", StreamID: 5, Keys: deviceKeysOf(remoteUser, "D1")}); err != nil {
+		t.Fatal(err)
+	}
+	cachedDevices(t, svc, "D1")
+	if _, err := svc.PurgeUnfollowedLists(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cachedDevices(t, svc, "D1") // still followed: kept
+	// alice leaves the shared room.
+	if _, err := sqltest.Store(t).Pool().Exec(ctx, `DELETE FROM current_state WHERE room_id = $1`, "!shared-"+localUser); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := svc.PurgeUnfollowedLists(ctx); err != nil || n < 1 {
+		t.Fatalf("purge after the room is left: %d lists, %v; want %s's", n, err, remoteUser)
+	}
+	if left, err := sqltest.Store(t).RemoteDeviceLists(ctx, []string{remoteUser}); err != nil || len(left) != 0 {
+		t.Fatalf("after the purge, the cache still holds %v (%v)", left, err)
+	}
+}

@@ -104,6 +104,34 @@ func (s *Service) follows(ctx context.Context, userID string) (bool, error) {
 	return s.store.SharesRoomWithServer(ctx, userID, s.cfg.ServerName)
 }
 
+// purgeEvery is how often the cached device lists of remote users nobody
+// here shares a room with any more are forgotten.
+const purgeEvery = time.Hour
+
+// Run forgets, every purgeEvery until ctx ends, the cached device lists of
+// remote users no local user shares a room with any more: the cache follows
+// the rooms, and does not grow with every user ever met.
+func (s *Service) Run(ctx context.Context, onError func(error)) {
+	t := time.NewTicker(purgeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := s.PurgeUnfollowedLists(ctx); err != nil && ctx.Err() == nil {
+				onError(err)
+			}
+		}
+	}
+}
+
+// PurgeUnfollowedLists forgets the cached device lists of remote users no
+// local user shares a room with, and says how many (see Run).
+func (s *Service) PurgeUnfollowedLists(ctx context.Context) (int64, error) {
+	return s.store.PurgeUnfollowedRemoteDeviceLists(ctx, s.cfg.ServerName)
+}
+
 // Resync fetches the whole device list of a remote user from their server
 // (GET /user/devices/{userId}) and stores it in place of the cached one.
 func (s *Service) Resync(ctx context.Context, userID string) error {

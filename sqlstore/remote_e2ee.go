@@ -225,6 +225,23 @@ func (q *Queries) SharesRoomWithServer(ctx context.Context, userID, server strin
 	return ok, err
 }
 
+// purgeUnfollowedSQL: the cached lists of remote users who share no joined
+// room with a user of server $1.
+const purgeUnfollowedSQL = `
+DELETE FROM e2ee_remote_device_lists l WHERE NOT EXISTS (
+    SELECT 1 FROM current_state theirs JOIN current_state mine ON mine.room_id = theirs.room_id
+    WHERE theirs.type = 'm.room.member' AND theirs.state_key = l.user_id AND theirs.membership = 'join'
+      AND mine.type = 'm.room.member' AND mine.membership = 'join'
+      AND substr(mine.state_key, strpos(mine.state_key, ':') + 1) = $1)`
+
+// PurgeUnfollowedRemoteDeviceLists forgets the cached device lists (devices
+// and cross-signing keys with them) of the remote users no user of server
+// shares a joined room with any more, and says how many.
+func (q *Queries) PurgeUnfollowedRemoteDeviceLists(ctx context.Context, server string) (int64, error) {
+	tag, err := q.q.Exec(ctx, purgeUnfollowedSQL, server)
+	return tag.RowsAffected(), err
+}
+
 const lastDeviceListChangeSQL = `SELECT stream_pos FROM e2ee_device_list_changes WHERE user_id = $1 FOR UPDATE`
 
 // LastDeviceListChange is the stream position of the user's latest
