@@ -234,7 +234,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 		EncryptPrivateByDefault: cfg.Rooms.EncryptPrivateByDefault, RefusePlaintextInEncrypted: cfg.Rooms.RefusePlaintextInEncrypted,
 		Federation: s.roomFederation()}, db.Store, key, s.Accounts, s.Hub, s.Push, s.Outbox)
 	s.newUserData()
-	s.E2EE = e2ee.New(e2ee.Config{ServerName: cfg.ServerName}, db.Store, s.Hub, s.e2eeFederation())
+	s.E2EE = e2ee.New(e2ee.Config{ServerName: cfg.ServerName, ShareDeviceNames: cfg.Federation.ShareDeviceNames}, db.Store, s.Hub, s.e2eeFederation())
 	s.Sync = syncapi.New(syncapi.Deps{Store: db.Store, Hub: s.Hub, Rooms: s.Rooms, AccountData: s.AccountData, Ephemeral: s.Ephemeral, Push: syncPush{s.Push}, E2EE: s.E2EE})
 	if s.Media, err = NewMedia(cfg, db.Store, federation.NewRemoteMedia(s.Federation, cfg.Media.MaxUploadBytes)); err != nil {
 		_ = db.Close()

@@ -43,16 +43,12 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	logout := body.LogoutDevices == nil || *body.LogoutDevices
-	var before []string
-	if logout {
-		before = a.deviceIDs(r, sess.UserID)
-	}
 	if err := a.accounts.ChangePassword(ctx, sess, *body.NewPassword, logout); err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
 	if logout {
-		a.devicesDeleted(r, sess.UserID, before)
+		a.devicesDeleted(r, sess.UserID)
 	}
 	_ = a.accounts.FinishUIA(ctx, done.SessionID)
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
@@ -78,12 +74,11 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	before := a.deviceIDs(r, sess.UserID)
 	if err := a.accounts.Deactivate(ctx, sess.UserID, body.Erase); err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	a.devicesDeleted(r, sess.UserID, before)
+	a.devicesDeleted(r, sess.UserID)
 	_ = a.accounts.FinishUIA(ctx, done.SessionID)
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"id_server_unbind_result": "no-support"})
 }
@@ -184,7 +179,7 @@ func (a *API) deleteDevicesAfterUIA(w http.ResponseWriter, r *http.Request, ids 
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	a.devicesDeleted(r, sess.UserID, ids)
+	a.devicesDeleted(r, sess.UserID)
 	_ = a.accounts.FinishUIA(r.Context(), done.SessionID)
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }

@@ -30,9 +30,9 @@ type E2EE interface {
 	UploadCrossSigningKeys(ctx context.Context, userID string, req e2ee.CrossSigningUpload, authenticated bool) error
 	UploadSignatures(ctx context.Context, signer string, body map[string]map[string]json.RawMessage) (map[string]map[string]e2ee.SignatureFailure, error)
 	SendToDevice(ctx context.Context, sender, senderDevice, evType, txnID string, messages map[string]map[string]json.RawMessage) error
-	// DevicesDeleted announces that devices of the user were deleted;
-	// candidates are the devices that may be gone.
-	DevicesDeleted(ctx context.Context, userID string, candidates ...string) error
+	// DevicesDeleted announces that devices of the user were deleted (it
+	// works out which).
+	DevicesDeleted(ctx context.Context, userID string) error
 	CreateBackup(ctx context.Context, userID, algorithm string, authData json.RawMessage) (string, error)
 	GetBackup(ctx context.Context, userID, version string) (*e2ee.BackupInfo, error)
 	UpdateBackup(ctx context.Context, userID, version, algorithm string, authData json.RawMessage, bodyVersion *string) error
@@ -68,15 +68,14 @@ func (a *API) e2eeRoutes(r routeAdder) {
 }
 
 // devicesDeleted announces deleted devices to the users who share a room
-// (candidates: the devices that may be gone, so that other servers learn
-// which ones). The devices are gone already, so a failure here is logged,
-// not answered: the client could not retry (its token may be gone with its
-// device).
-func (a *API) devicesDeleted(r *http.Request, userID string, candidates []string) {
+// and to their servers. The devices are gone already, so a failure here is
+// logged, not answered: the client could not retry (its token may be gone
+// with its device); the user's next device-list change announces them.
+func (a *API) devicesDeleted(r *http.Request, userID string) {
 	if a.e2ee == nil {
 		return
 	}
-	if err := a.e2ee.DevicesDeleted(r.Context(), userID, candidates...); err != nil {
+	if err := a.e2ee.DevicesDeleted(r.Context(), userID); err != nil {
 		zerolog.Ctx(r.Context()).Error().Err(err).Msg("announcing deleted devices")
 	}
 }
@@ -304,20 +303,4 @@ func (a *API) deleteBackupKeys(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return a.e2ee.DeleteBackupKeys(r.Context(), session(r).UserID, version, roomID, sessionID)
-}
-
-// deviceIDs lists the user's devices before a deletion, for devicesDeleted;
-// nil when they cannot be read (the deletion is then announced without
-// naming the devices to other servers).
-func (a *API) deviceIDs(r *http.Request, userID string) []string {
-	devices, err := a.accounts.ListDevices(r.Context(), userID)
-	if err != nil {
-		zerolog.Ctx(r.Context()).Warn().Err(err).Msg("listing devices before their deletion")
-		return nil
-	}
-	ids := make([]string, len(devices))
-	for i, d := range devices {
-		ids[i] = d.DeviceID
-	}
-	return ids
 }

@@ -95,18 +95,17 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	a.devicesDeleted(r, session(r).UserID, []string{session(r).DeviceID})
+	a.devicesDeleted(r, session(r).UserID)
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
 // logoutAll deletes every device of the user. Spec: POST /_matrix/client/v3/logout/all.
 func (a *API) logoutAll(w http.ResponseWriter, r *http.Request) {
-	before := a.deviceIDs(r, session(r).UserID)
 	if err := a.accounts.LogoutAll(r.Context(), session(r)); err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	a.devicesDeleted(r, session(r).UserID, before)
+	a.devicesDeleted(r, session(r).UserID)
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }
 

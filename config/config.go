@@ -182,6 +182,13 @@ type Federation struct {
 	// when off they get 403 M_FORBIDDEN. Local clients see the directory
 	// either way.
 	ServePublicRooms bool `yaml:"serve_public_rooms"`
+	// ShareDeviceNames sends the display names of local users' devices to
+	// the other servers of the federation (device_display_name in
+	// m.device_list_update, GET /user/devices and POST /user/keys/query;
+	// spec: server-server-api.md, "Device Management"). Off by default: a
+	// device name can tell other ministries who uses it and where. Local
+	// users see the names either way.
+	ShareDeviceNames bool `yaml:"share_device_names"`
 }
 
 // FederationListens tells whether the federation TLS listener is to be
@@ -332,6 +339,7 @@ func Defaults() Config {
 			// Publishing a room is a local decision; sharing the directory
 			// with the federation is a second one.
 			ServePublicRooms: false,
+			ShareDeviceNames: false,
 		},
 		Media: Media{
 			MaxUploadBytes:        100 << 20,

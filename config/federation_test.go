@@ -108,20 +108,22 @@ func TestVerifyFederation(t *testing.T) {
 	}
 }
 
-// The room directory is served to other servers only when asked for, in
-// the file or in the environment.
-func TestServePublicRooms(t *testing.T) {
-	if Defaults().Federation.ServePublicRooms {
-		t.Error("federation.serve_public_rooms is on by default")
+// checkFederationSwitch checks a boolean of the federation section, off by
+// default: the example file leaves it off, variable (CHAPPE_FEDERATION_…)
+// turns it on or off, and a value that is not a boolean is refused.
+func checkFederationSwitch(t *testing.T, variable string, get func(Federation) bool) {
+	t.Helper()
+	if get(Defaults().Federation) {
+		t.Errorf("%s is on by default", variable)
 	}
 	for _, tc := range []struct {
 		path, env string
 		want      bool
 	}{
 		{examplePath, "", false},
-		{examplePath, "CHAPPE_FEDERATION_SERVE_PUBLIC_ROOMS=true", true},
-		{"", "CHAPPE_FEDERATION_SERVE_PUBLIC_ROOMS=1", true},
-		{"", "CHAPPE_FEDERATION_SERVE_PUBLIC_ROOMS=false", false},
+		{examplePath, variable + "=true", true},
+		{"", variable + "=1", true},
+		{"", variable + "=false", false},
 	} {
 		var environ []string
 		if tc.env != "" {
@@ -131,11 +133,23 @@ func TestServePublicRooms(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Load(%q, %q): %v", tc.path, tc.env, err)
 		}
-		if cfg.Federation.ServePublicRooms != tc.want {
-			t.Errorf("Load(%q, %q): serve_public_rooms = %v, want %v", tc.path, tc.env, cfg.Federation.ServePublicRooms, tc.want)
+		if got := get(cfg.Federation); got != tc.want {
+			t.Errorf("Load(%q, %q): %v, want %v", tc.path, tc.env, got, tc.want)
 		}
 	}
-	if _, err := Load("", []string{"CHAPPE_FEDERATION_SERVE_PUBLIC_ROOMS=sometimes"}); err == nil || !strings.Contains(err.Error(), "CHAPPE_FEDERATION_SERVE_PUBLIC_ROOMS") {
+	if _, err := Load("", []string{variable + "=sometimes"}); err == nil || !strings.Contains(err.Error(), variable) {
 		t.Errorf("a value that is not a boolean: %v", err)
 	}
+}
+
+// The room directory is served to other servers only when asked for, in
+// the file or in the environment.
+func TestServePublicRooms(t *testing.T) {
+	checkFederationSwitch(t, "CHAPPE_FEDERATION_SERVE_PUBLIC_ROOMS", func(f Federation) bool { return f.ServePublicRooms })
+}
+
+// Device names go to other servers only when asked for, in the file or in
+// the environment.
+func TestShareDeviceNames(t *testing.T) {
+	checkFederationSwitch(t, "CHAPPE_FEDERATION_SHARE_DEVICE_NAMES", func(f Federation) bool { return f.ShareDeviceNames })
 }

@@ -12,40 +12,71 @@ import (
 // Spec: server-server-api.md, "Device Management" (m.device_list_update)
 // and "Cross-signing keys" (m.signing_key_update).
 //
-// The stream_id of an update is the stream position of the change (the
-// position e2ee_device_list_changes records for the user), and its prev_id
-// the user's previous position there: both only grow. A change that sends
-// no m.device_list_update (a new cross-signing key) still moves the
-// position, so the next update's prev_id is one the receivers never saw:
-// they resync the user with GET /user/devices, whose stream_id is that same
-// position. Several devices changed at once share the change's stream_id
-// (receivers apply an update whose stream_id is the one they hold).
+// Each local user has a device-list stream of their own (migration 015,
+// e2ee_device_list_streams): a counter that moves by one for each
+// m.device_list_update sent, and only then. The spec's stream_id is "unique
+// for a given user_id" and prev_id names the updates it follows, so the
+// updates of one change are numbered one after the other, each with the
+// previous one's stream_id as its prev_id: a server holding stream_id N
+// applies N+1, and anything else tells it that it missed one (it then
+// resyncs with GET /user/devices, whose stream_id is the counter). The
+// counter is taken under the lock of the user's row, so the updates are
+// numbered in the order their changes commit. A change that sends no
+// m.device_list_update (a new cross-signing key: m.signing_key_update)
+// leaves it alone.
+//
+// The stream positions of the Hub (e2ee_device_list_changes) still say
+// when local clients must query keys again (/sync's device_lists.changed);
+// they are not sent to other servers.
+//
+// The row also holds the devices other servers may know of ("told"). Every
+// announcement compares them with the devices the user has: those gone are
+// announced as deleted, whoever deleted them. A deletion path that forgets
+// DevicesDeleted is caught up by the user's next change.
 
 // announcement is what changed in a local user's device list.
 type announcement struct {
 	devices      []string // devices whose keys changed (sent with their current keys)
-	deleted      []string // devices deleted
 	crossSigning bool     // the master or self-signing key changed, or got a signature
 }
 
 // markAndAnnounce records a change of userID's device list at pos (as
 // markChanged) and queues, in the same transaction, the EDUs that tell the
-// servers sharing a room with the user.
+// servers sharing a room with the user: the devices of a, the devices
+// deleted since the last announcement, and the cross-signing keys if a
+// says so.
 func (s *Service) markAndAnnounce(ctx context.Context, q *sqlstore.Queries, pos int64, userID string, a announcement) (streams.Change, error) {
-	prev, err := q.LastDeviceListChange(ctx, userID)
+	st, err := q.LockDeviceListStream(ctx, userID)
 	if err != nil {
 		return streams.Change{}, err
 	}
 	ch, err := markChanged(ctx, q, pos, userID)
-	if err != nil || s.fed == nil || (len(a.devices) == 0 && len(a.deleted) == 0 && !a.crossSigning) {
+	if err != nil {
 		return ch, err
+	}
+	current, err := q.ListDevices(ctx, userID)
+	if err != nil {
+		return ch, err
+	}
+	var keys map[string]UserDevice
+	var master, selfSigning json.RawMessage
+	if len(a.devices) > 0 || a.crossSigning {
+		if keys, master, selfSigning, err = s.publicKeys(ctx, q, userID); err != nil {
+			return ch, err
+		}
+	}
+	edus, next := s.announcementEDUs(userID, st, current, keys, a)
+	if a.crossSigning && master != nil {
+		edus = append(edus, queuedEDU{EDUSigningKeyUpdate, SigningKeyUpdate{UserID: userID, MasterKey: master, SelfSigningKey: selfSigning}})
+	}
+	if err := q.SetDeviceListStream(ctx, userID, next); err != nil {
+		return ch, err
+	}
+	if s.fed == nil || len(edus) == 0 {
+		return ch, nil
 	}
 	servers, err := q.ServersSharingRoomWith(ctx, userID)
 	if err != nil || len(servers) == 0 {
-		return ch, err
-	}
-	edus, err := s.announcementEDUs(ctx, q, pos, prev, userID, a)
-	if err != nil {
 		return ch, err
 	}
 	for _, e := range edus {
@@ -61,35 +92,45 @@ type queuedEDU struct {
 	content any
 }
 
-// announcementEDUs builds the EDUs of a change at pos following prev.
-func (s *Service) announcementEDUs(ctx context.Context, q *sqlstore.Queries, pos, prev int64, userID string, a announcement) ([]queuedEDU, error) {
-	var prevID []int64
-	if prev > 0 {
-		prevID = []int64{prev}
+// announcementEDUs builds the m.device_list_update EDUs of a change of
+// userID's devices, given the user's stream st before it and the devices
+// the user has now (current; keys: their public keys, for the devices of
+// a): one per device of a still there, then one per device of st.Told
+// gone. Each has its own stream_id, following st.StreamID, and names the
+// previous one in prev_id. It returns them with the stream after them.
+func (s *Service) announcementEDUs(userID string, st sqlstore.DeviceListStream, current []sqlstore.Device, keys map[string]UserDevice, a announcement) ([]queuedEDU, sqlstore.DeviceListStream) {
+	next := sqlstore.DeviceListStream{StreamID: st.StreamID}
+	have := map[string]bool{}
+	for _, d := range current {
+		have[d.DeviceID] = true
+		next.Told = append(next.Told, d.DeviceID)
 	}
 	var out []queuedEDU
-	if len(a.devices) > 0 || a.crossSigning {
-		devices, master, selfSigning, err := s.publicKeys(ctx, q, userID)
-		if err != nil {
-			return nil, err
+	add := func(u DeviceListUpdate) {
+		if next.StreamID > 0 {
+			u.PrevID = []int64{next.StreamID}
 		}
-		for _, id := range a.devices {
-			d, ok := devices[id]
-			if !ok {
-				continue // deleted meanwhile: its deletion is announced on its own
-			}
-			out = append(out, queuedEDU{EDUDeviceListUpdate, DeviceListUpdate{
-				UserID: userID, DeviceID: id, DisplayName: d.DisplayName, StreamID: pos, PrevID: prevID, Keys: d.Keys}})
+		next.StreamID++
+		u.UserID, u.StreamID = userID, next.StreamID
+		out = append(out, queuedEDU{EDUDeviceListUpdate, u})
+	}
+	for _, id := range a.devices {
+		d, ok := keys[id]
+		if !ok || !have[id] {
+			continue // deleted meanwhile: announced as such below or by its deletion
 		}
-		if a.crossSigning && master != nil {
-			out = append(out, queuedEDU{EDUSigningKeyUpdate, SigningKeyUpdate{UserID: userID, MasterKey: master, SelfSigningKey: selfSigning}})
+		u := DeviceListUpdate{DeviceID: id, Keys: d.Keys}
+		if s.cfg.ShareDeviceNames {
+			u.DisplayName = d.DisplayName
+		}
+		add(u)
+	}
+	for _, id := range st.Told {
+		if !have[id] {
+			add(DeviceListUpdate{DeviceID: id, Deleted: true})
 		}
 	}
-	for _, id := range a.deleted {
-		out = append(out, queuedEDU{EDUDeviceListUpdate, DeviceListUpdate{
-			UserID: userID, DeviceID: id, StreamID: pos, PrevID: prevID, Deleted: true}})
-	}
-	return out, nil
+	return out, next
 }
 
 // publicKeys is what other servers may see of a local user's keys: the

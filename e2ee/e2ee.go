@@ -19,7 +19,10 @@
 // deletes devices (the client API after logout, DELETE /devices,
 // deactivation, password change) calls DevicesDeleted afterwards, which
 // announces the change to everyone sharing a room. A trigger could not take
-// a stream position: only the running process hands them out.
+// a stream position: only the running process hands them out. Which devices
+// are gone is worked out here (announce.go), not told by the caller, and a
+// deletion whose DevicesDeleted was forgotten is announced with the user's
+// next change.
 package e2ee
 
 import (
@@ -55,6 +58,12 @@ type Config struct {
 	// its senders' requests fail, which would keep them from sharing keys
 	// with everyone else. Zero means DefaultMaxPendingToDevice.
 	MaxPendingToDevice int
+	// ShareDeviceNames sends the display names of local users' devices to
+	// other servers (device_display_name of m.device_list_update, GET
+	// /user/devices and POST /user/keys/query). Off, they are left out: a
+	// name such as "Phone of the head of the DGSI" tells other ministries
+	// more than they need. Local users see the names either way.
+	ShareDeviceNames bool
 }
 
 // Service is the relay.
@@ -66,7 +75,8 @@ type Service struct {
 	now   func() time.Time
 
 	// resyncs holds the resyncs of remote device lists running in the
-	// background (user ID → true), at most maxResyncs at once.
+	// background, at most maxResyncs at once: user ID → whether to run it
+	// again when it ends (an update arrived meanwhile; see startResync).
 	resyncMu sync.Mutex
 	resyncs  map[string]bool
 
@@ -286,10 +296,10 @@ func markChanged(ctx context.Context, q *sqlstore.Queries, pos int64, users ...s
 // DevicesDeleted announces that some of userID's devices were deleted
 // (their keys went with them by cascade): everyone sharing a room with the
 // user sees them in device_lists.changed, and the servers sharing a room
-// get an m.device_list_update for each of candidates (the devices the user
-// had before the deletion) that is gone. Call it after every deletion of
+// get an m.device_list_update for each device they may know of that is
+// gone (markAndAnnounce works out which). Call it after every deletion of
 // devices.
-func (s *Service) DevicesDeleted(ctx context.Context, userID string, candidates ...string) error {
+func (s *Service) DevicesDeleted(ctx context.Context, userID string) error {
 	defer s.forgetKeyCounts(userID, "")
 	// Their messages are gone: forget what awaited acknowledgement.
 	devices, err := s.store.ListDevices(ctx, userID)
@@ -307,14 +317,8 @@ func (s *Service) DevicesDeleted(ctx context.Context, userID string, candidates 
 		}
 	}
 	s.mu.Unlock()
-	var gone []string
-	for _, d := range candidates {
-		if !alive[userID+"\x00"+d] {
-			gone = append(gone, d)
-		}
-	}
 	return s.inStream(ctx, func(q *sqlstore.Queries, pos int64) (bool, streams.Change, error) {
-		ch, err := s.markAndAnnounce(ctx, q, pos, userID, announcement{deleted: gone})
+		ch, err := s.markAndAnnounce(ctx, q, pos, userID, announcement{})
 		return err == nil, ch, err
 	})
 }

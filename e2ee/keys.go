@@ -225,6 +225,13 @@ type QueryResponse struct {
 // the cache of their device lists or from their servers (queryRemote);
 // servers that could not be asked are listed in failures.
 func (s *Service) QueryKeys(ctx context.Context, viewer string, req QueryRequest) (*QueryResponse, error) {
+	return s.queryKeys(ctx, viewer, req, true)
+}
+
+// queryKeys is QueryKeys; withNames adds the display names of local
+// devices (device_display_name in unsigned), which other servers get only
+// if Config.ShareDeviceNames.
+func (s *Service) queryKeys(ctx context.Context, viewer string, req QueryRequest, withNames bool) (*QueryResponse, error) {
 	resp := &QueryResponse{
 		DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
 		SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{},
@@ -280,7 +287,7 @@ func (s *Service) QueryKeys(ctx context.Context, viewer string, req QueryRequest
 			continue
 		}
 		obj := mergeSignatures([]byte(d.KeyJSON), byKey[[2]string{d.UserID, d.DeviceID}])
-		if d.DisplayName != nil {
+		if withNames && d.DisplayName != nil {
 			obj = withUnsigned(obj, map[string]any{"device_display_name": *d.DisplayName})
 		}
 		resp.DeviceKeys[d.UserID][d.DeviceID] = obj

@@ -24,23 +24,37 @@ type fakeFederation struct {
 	devices  e2ee.UserDevices
 	resyncs  int
 	queued   []string // EDU types queued
+	contents []any    // their contents
 	disallow string   // a server outside the allowlist
+	// hold, when set, is waited for by the next GET /user/devices, which
+	// answers what devices held when it was called.
+	hold chan struct{}
 }
 
-func (f *fakeFederation) Allowed(server string) bool { return server != f.disallow }
+func (f *fakeFederation) Allowed(server string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return server != f.disallow
+}
 
-func (f *fakeFederation) QueueEDU(_ context.Context, _ *sqlstore.Queries, _ []string, eduType string, _ any) error {
+func (f *fakeFederation) QueueEDU(_ context.Context, _ *sqlstore.Queries, _ []string, eduType string, content any) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.queued = append(f.queued, eduType)
+	f.contents = append(f.contents, content)
 	return nil
 }
 
 func (f *fakeFederation) UserDevices(_ context.Context, userID string) (e2ee.UserDevices, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.resyncs++
-	return f.devices, nil
+	answer, hold := f.devices, f.hold
+	f.hold = nil
+	f.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	return answer, nil
 }
 
 func (f *fakeFederation) QueryKeys(context.Context, string, map[string][]string) (e2ee.RemoteKeys, error) {
@@ -85,6 +99,12 @@ func deviceKeysOf(user, device string) json.RawMessage {
 // the other servers, alice sharing a room with remoteUser when shared.
 func fedFixture(t *testing.T, fed e2ee.Federation, shared bool) (*e2ee.Service, *streams.Hub) {
 	t.Helper()
+	return fedFixtureWith(t, e2ee.Config{}, fed, shared)
+}
+
+// fedFixtureWith is fedFixture with the relay's configuration cfg.
+func fedFixtureWith(t *testing.T, cfg e2ee.Config, fed e2ee.Federation, shared bool) (*e2ee.Service, *streams.Hub) {
+	t.Helper()
 	ctx := context.Background()
 	_, hub := fixture(t, e2ee.Config{}, localUser, "A", "B")
 	store := sqltest.Store(t)
@@ -96,7 +116,8 @@ func fedFixture(t *testing.T, fed e2ee.Federation, shared bool) (*e2ee.Service, 
 			}
 		}
 	}
-	return e2ee.New(e2ee.Config{ServerName: "localhost"}, store, hub, fed), hub
+	cfg.ServerName = "localhost"
+	return e2ee.New(cfg, store, hub, fed), hub
 }
 
 // cachedDevices waits for a key query about remoteUser to be answered from
@@ -261,5 +282,96 @@ func TestUnfollowedRemoteListsPurged(t *testing.T) {
 	}
 	if left, err := sqltest.Store(t).RemoteDeviceLists(ctx, []string{remoteUser}); err != nil || len(left) != 0 {
 		t.Fatalf("after the purge, the cache still holds %v (%v)", left, err)
+	}
+}
+
+// cachedFixture is fedFixture for the test's users (useUsers(name)), with
+// remoteUser's list cached at stream_id 5 with device D1.
+func cachedFixture(t *testing.T, name string) (*e2ee.Service, *fakeFederation) {
+	t.Helper()
+	useUsers(t, name)
+	fed := &fakeFederation{}
+	fed.answer(5, "D1")
+	svc, _ := fedFixture(t, fed, true)
+	update := e2ee.DeviceListUpdate{UserID: remoteUser, DeviceID: "D1", StreamID: 5, Keys: deviceKeysOf(remoteUser, "D1")}
+	if err := svc.ReceiveDeviceListUpdate(context.Background(), "remote.example", update); err != nil {
+		t.Fatal(err)
+	}
+	cachedDevices(t, svc, "D1")
+	return svc, fed
+}
+
+// A resync that fetched a list older than the cached one (updates applied
+// meanwhile) does not overwrite it.
+func TestResyncKeepsNewerCachedList(t *testing.T) {
+	svc, _ := cachedFixture(t, "newer")
+	ctx := context.Background()
+	update := e2ee.DeviceListUpdate{UserID: remoteUser, DeviceID: "D2", StreamID: 6, PrevID: []int64{5}, Keys: deviceKeysOf(remoteUser, "D2")}
+	if err := svc.ReceiveDeviceListUpdate(ctx, "remote.example", update); err != nil {
+		t.Fatal(err)
+	}
+	cachedDevices(t, svc, "D1", "D2")
+	if err := svc.Resync(ctx, remoteUser); err != nil { // fetches stream_id 5: older
+		t.Fatal(err)
+	}
+	cachedDevices(t, svc, "D1", "D2")
+}
+
+// An update arriving while the user's resync runs (so not applied: nothing
+// cached yet) makes the resync run again once it ends.
+func TestUpdateDuringResyncResyncsAgain(t *testing.T) {
+	useUsers(t, "during")
+	ctx := context.Background()
+	fed := &fakeFederation{}
+	fed.answer(5, "D1")
+	release := make(chan struct{})
+	fed.hold = release
+	svc, _ := fedFixture(t, fed, true)
+	update := e2ee.DeviceListUpdate{UserID: remoteUser, DeviceID: "D1", StreamID: 5, Keys: deviceKeysOf(remoteUser, "D1")}
+	if err := svc.ReceiveDeviceListUpdate(ctx, "remote.example", update); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); fed.resyncCount() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no resync started")
+		}
+	}
+	// The first resync holds the answer of stream_id 5; D2 comes with 6.
+	fed.answer(6, "D1", "D2")
+	update = e2ee.DeviceListUpdate{UserID: remoteUser, DeviceID: "D2", StreamID: 6, PrevID: []int64{5}, Keys: deviceKeysOf(remoteUser, "D2")}
+	if err := svc.ReceiveDeviceListUpdate(ctx, "remote.example", update); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	cachedDevices(t, svc, "D1", "D2")
+	if n := fed.resyncCount(); n != 2 {
+		t.Fatalf("%d resyncs, want 2", n)
+	}
+}
+
+// Once a server is off the allowlist, its users' cached keys are neither
+// served nor kept: the server is in failures.
+func TestCachedKeysOfRemovedServerNotServed(t *testing.T) {
+	svc, fed := cachedFixture(t, "removed")
+	ctx := context.Background()
+	fed.mu.Lock()
+	fed.disallow = "remote.example"
+	fed.mu.Unlock()
+	resp, err := svc.QueryKeys(ctx, localUser, e2ee.QueryRequest{DeviceKeys: map[string][]string{remoteUser: nil}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, failed := resp.Failures["remote.example"]; !failed || len(resp.DeviceKeys[remoteUser]) > 0 {
+		t.Fatalf("keys of a removed server: failures %v, device_keys %v; want only a failure", resp.Failures, resp.DeviceKeys)
+	}
+	if left, err := sqltest.Store(t).RemoteDeviceLists(ctx, []string{remoteUser}); err != nil || len(left) != 0 {
+		t.Fatalf("the cache still holds %v (%v)", left, err)
+	}
+	claim, err := svc.ClaimKeys(ctx, e2ee.ClaimRequest{OneTimeKeys: map[string]map[string]string{remoteUser: {"D1": "signed_curve25519"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, failed := claim.Failures["remote.example"]; !failed {
+		t.Fatalf("claim from a removed server: failures %v", claim.Failures)
 	}
 }

@@ -27,12 +27,28 @@ const defaultRemoteTimeout = 10 * time.Second
 // device IDs, none meaning all): from the cache for the users whose device
 // list we hold, from their servers for the others, each server asked once
 // and all at the same time within the timeout. A server that fails (down,
-// slow, outside the allowlist: then it is never contacted) is in failures.
+// slow) is in failures. So is a server the allowlist does not admit (never
+// listed, or removed since): it is not contacted, its users' cached lists
+// are neither served nor kept (refused). Spec: POST /keys/query,
+// "failures".
 func (s *Service) queryRemote(ctx context.Context, remote map[string]map[string][]string, timeoutMs *int64, resp *QueryResponse) error {
-	var users []string
-	for _, byUser := range remote {
+	var users, refused []string
+	for server, byUser := range remote {
+		if !s.allowed(server) {
+			resp.Failures[server] = notAllowed(server)
+			for u := range byUser {
+				refused = append(refused, u)
+			}
+			delete(remote, server)
+			continue
+		}
 		for u := range byUser {
 			users = append(users, u)
+		}
+	}
+	if len(refused) > 0 && s.fed != nil {
+		if err := s.store.DeleteRemoteDeviceLists(ctx, refused); err != nil {
+			return err
 		}
 	}
 	cached, err := s.store.RemoteDeviceLists(ctx, users)
@@ -117,8 +133,16 @@ func mergeRemoteKeys(resp *QueryResponse, a RemoteKeys, user string) {
 
 // claimRemote claims one-time keys of remote users (server → user → device
 // → algorithm) from their servers, all at the same time within the
-// timeout; a server that fails is in failures.
+// timeout; a server that fails, or that the allowlist does not admit (not
+// contacted), is in failures. Nothing is cached: a one-time key is handed
+// out once, by its own server.
 func (s *Service) claimRemote(ctx context.Context, remote map[string]map[string]map[string]string, timeoutMs *int64, resp *ClaimResponse) {
+	for server := range remote {
+		if !s.allowed(server) {
+			resp.Failures[server] = notAllowed(server)
+			delete(remote, server)
+		}
+	}
 	servers := sortedKeys(remote)
 	answers := make([]map[string]map[string]map[string]json.RawMessage, len(servers))
 	errs := s.askServers(ctx, servers, timeoutMs, func(ctx context.Context, i int) error {
@@ -175,6 +199,17 @@ func (s *Service) askServers(ctx context.Context, servers []string, timeoutMs *i
 	return errs
 }
 
+// allowed tells whether server may be asked about its users' keys, or its
+// cached answers used: federation is on and the allowlist admits it now.
+func (s *Service) allowed(server string) bool {
+	return s.fed != nil && s.fed.Allowed(server)
+}
+
+// notAllowed is the failures entry of a server not allowed.
+func notAllowed(server string) *mxerr.Error {
+	return mxerr.New(mxerr.Forbidden, "%s is not a server this one may exchange with (federation off, or not on the allowlist)", server)
+}
+
 // failure is a server's entry in failures: the Matrix error, or a timeout.
 func failure(err error) *mxerr.Error {
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -188,18 +223,24 @@ func failure(err error) *mxerr.Error {
 
 // UserDevices is what another server may know of a local user's devices:
 // GET /_matrix/federation/v1/user/devices/{userId}. stream_id is the
-// position of the user's latest device-list change (the stream_id of the
-// m.device_list_update EDUs, announce.go).
+// stream_id of the user's latest m.device_list_update (announce.go), so
+// that the next one follows it; the devices listed join those other
+// servers may know of, whose deletion will be announced. Device names are
+// left out unless Config.ShareDeviceNames. Spec: server-server-api.md,
+// "Device Management"; data/api/server-server/user_devices.yaml.
 func (s *Service) UserDevices(ctx context.Context, userID string) (*UserDevices, error) {
 	if err := s.checkLocalUser(userID); err != nil {
 		return nil, err
 	}
 	out := &UserDevices{UserID: userID, Devices: []UserDevice{}}
 	err := s.store.InTx(ctx, func(q *sqlstore.Queries) error {
-		var err error
-		if out.StreamID, err = q.LastDeviceListChange(ctx, userID); err != nil {
+		st, err := q.LockDeviceListStream(ctx, userID)
+		if errors.Is(err, sqlstore.ErrNotFound) {
+			return nil // no such account: no devices
+		} else if err != nil {
 			return err
 		}
+		out.StreamID = st.StreamID
 		devices, err := q.ListDevices(ctx, userID)
 		if err != nil {
 			return err
@@ -208,25 +249,38 @@ func (s *Service) UserDevices(ctx context.Context, userID string) (*UserDevices,
 		if err != nil {
 			return err
 		}
+		told := len(st.Told)
 		for _, d := range devices {
-			out.Devices = append(out.Devices, UserDevice{DeviceID: d.DeviceID, DisplayName: d.DisplayName, Keys: keys[d.DeviceID].Keys})
+			ud := UserDevice{DeviceID: d.DeviceID, Keys: keys[d.DeviceID].Keys}
+			if s.cfg.ShareDeviceNames {
+				ud.DisplayName = d.DisplayName
+			}
+			out.Devices = append(out.Devices, ud)
+			if !slices.Contains(st.Told, d.DeviceID) {
+				st.Told = append(st.Told, d.DeviceID)
+			}
 		}
 		out.MasterKey, out.SelfSigningKey = master, selfSigning
-		return nil
+		if len(st.Told) == told {
+			return nil
+		}
+		return q.SetDeviceListStream(ctx, userID, st)
 	})
 	return out, err
 }
 
 // QueryKeysForServer answers another server's POST /user/keys/query: the
 // keys of local users only, as anyone may see them (no user-signing key,
-// no other user's signatures).
+// no other user's signatures), device names only if
+// Config.ShareDeviceNames. Spec: server-server-api.md, "End-to-End
+// Encryption"; data/api/server-server/user_keys.yaml.
 func (s *Service) QueryKeysForServer(ctx context.Context, deviceKeys map[string][]string) (*RemoteKeys, error) {
 	for userID := range deviceKeys {
 		if err := s.checkLocalUser(userID); err != nil {
 			return nil, err
 		}
 	}
-	resp, err := s.QueryKeys(ctx, "", QueryRequest{DeviceKeys: deviceKeys})
+	resp, err := s.queryKeys(ctx, "", QueryRequest{DeviceKeys: deviceKeys}, s.cfg.ShareDeviceNames)
 	if err != nil {
 		return nil, err
 	}

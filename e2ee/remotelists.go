@@ -32,6 +32,9 @@ const (
 	maxResyncs = 8
 	// resyncTimeout bounds one resync.
 	resyncTimeout = 30 * time.Second
+	// maxResyncRounds is how many times in a row one user's resync runs
+	// when updates keep arriving during it (see startResync).
+	maxResyncRounds = 3
 )
 
 // ReceiveDeviceListUpdate applies an m.device_list_update from origin,
@@ -156,7 +159,10 @@ func (s *Service) Resync(ctx context.Context, userID string) error {
 		}
 	}
 	return s.inStream(ctx, func(q *sqlstore.Queries, pos int64) (bool, streams.Change, error) {
-		if err := q.ReplaceRemoteDeviceList(ctx, list, s.now().UnixMilli()); err != nil {
+		stored, err := q.ReplaceRemoteDeviceList(ctx, list, s.now().UnixMilli())
+		if err != nil || !stored {
+			// Not stored: the cached list is newer than the one fetched
+			// (updates applied during the fetch), so nothing changed.
 			return false, streams.Change{}, err
 		}
 		ch, err := markChanged(ctx, q, pos, userID)
@@ -164,32 +170,52 @@ func (s *Service) Resync(ctx context.Context, userID string) error {
 	})
 }
 
-// startResync runs Resync in the background, unless one runs for the user
-// already or maxResyncs run.
+// startResync runs Resync in the background, unless maxResyncs run. If one
+// runs for the user already, it is marked to run again once it ends: what
+// it fetched may predate the update that asked for this one (which was not
+// applied, the list being uncached). A resync runs at most maxResyncRounds
+// times in a row; later updates start it again.
 func (s *Service) startResync(ctx context.Context, userID string) {
 	if s.fed == nil {
 		return
 	}
 	s.resyncMu.Lock()
-	if s.resyncs[userID] || len(s.resyncs) >= maxResyncs {
+	if _, running := s.resyncs[userID]; running {
+		s.resyncs[userID] = true // run again after this one
 		s.resyncMu.Unlock()
 		return
 	}
-	s.resyncs[userID] = true
+	if len(s.resyncs) >= maxResyncs {
+		s.resyncMu.Unlock()
+		return
+	}
+	s.resyncs[userID] = false
 	s.resyncMu.Unlock()
 	log := zerolog.Ctx(ctx).With().Str("user_id", userID).Logger()
 	go func() {
-		defer func() {
+		for round := 1; ; round++ {
+			s.resyncOnce(log, userID)
 			s.resyncMu.Lock()
-			delete(s.resyncs, userID)
+			again := s.resyncs[userID] && round < maxResyncRounds
+			if !again {
+				delete(s.resyncs, userID)
+				s.resyncMu.Unlock()
+				return
+			}
+			s.resyncs[userID] = false
 			s.resyncMu.Unlock()
-		}()
-		ctx, cancel := context.WithTimeout(log.WithContext(context.Background()), resyncTimeout)
-		defer cancel()
-		if err := s.Resync(ctx, userID); err != nil {
-			log.Warn().Err(err).Msg("resyncing a remote device list")
 		}
 	}()
+}
+
+// resyncOnce runs one Resync of userID within resyncTimeout, logging its
+// failure.
+func (s *Service) resyncOnce(log zerolog.Logger, userID string) {
+	ctx, cancel := context.WithTimeout(log.WithContext(context.Background()), resyncTimeout)
+	defer cancel()
+	if err := s.Resync(ctx, userID); err != nil {
+		log.Warn().Err(err).Msg("resyncing a remote device list")
+	}
 }
 
 // remoteDeviceKeys is the device keys object of a remote device if it names

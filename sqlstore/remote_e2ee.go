@@ -48,6 +48,15 @@ func (q *Queries) DeleteRemoteDeviceList(ctx context.Context, userID string) err
 	return err
 }
 
+const deleteRemoteDeviceListsSQL = `DELETE FROM e2ee_remote_device_lists WHERE user_id = ANY($1)`
+
+// DeleteRemoteDeviceLists drops the cached lists of the users (those of a
+// server no longer on the allowlist).
+func (q *Queries) DeleteRemoteDeviceLists(ctx context.Context, userIDs []string) error {
+	_, err := q.q.Exec(ctx, deleteRemoteDeviceListsSQL, userIDs)
+	return err
+}
+
 const insertRemoteDeviceListSQL = `
 INSERT INTO e2ee_remote_device_lists (user_id, stream_id, updated_ts) VALUES ($1, $2, $3)`
 
@@ -57,27 +66,37 @@ SELECT $1, d, k, n FROM unnest($2::text[], $3::text[], $4::text[]) AS x(d, k, n)
 ON CONFLICT DO NOTHING`
 
 // ReplaceRemoteDeviceList stores the whole list of a resync in place of
-// the cached one.
-func (q *Queries) ReplaceRemoteDeviceList(ctx context.Context, l RemoteDeviceList, ts int64) error {
+// the cached one, unless the cached one is newer (its stream_id greater:
+// an m.device_list_update applied while the list was being fetched), and
+// says whether it stored it. The cached row stays locked until the end of
+// the transaction q is in.
+func (q *Queries) ReplaceRemoteDeviceList(ctx context.Context, l RemoteDeviceList, ts int64) (bool, error) {
+	held, err := q.LockRemoteDeviceList(ctx, l.UserID)
+	switch {
+	case err == nil && held > l.StreamID:
+		return false, nil
+	case err != nil && !errors.Is(err, ErrNotFound):
+		return false, err
+	}
 	if _, err := q.q.Exec(ctx, deleteRemoteDeviceListSQL, l.UserID); err != nil {
-		return err
+		return false, err
 	}
 	if _, err := q.q.Exec(ctx, insertRemoteDeviceListSQL, l.UserID, l.StreamID, ts); err != nil {
-		return err
+		return false, err
 	}
 	ids, keys, names := make([]string, len(l.Devices)), make([]*string, len(l.Devices)), make([]*string, len(l.Devices))
 	for i, d := range l.Devices {
 		ids[i], keys[i], names[i] = d.DeviceID, d.KeyJSON, d.DisplayName
 	}
 	if _, err := q.q.Exec(ctx, insertRemoteDevicesSQL, l.UserID, ids, keys, names); err != nil {
-		return err
+		return false, err
 	}
 	for typ, key := range l.CrossSigning {
 		if err := q.PutRemoteCrossSigningKey(ctx, l.UserID, typ, key); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return true, nil
 }
 
 const advanceRemoteDeviceListSQL = `
@@ -242,15 +261,45 @@ func (q *Queries) PurgeUnfollowedRemoteDeviceLists(ctx context.Context, server s
 	return tag.RowsAffected(), err
 }
 
-const lastDeviceListChangeSQL = `SELECT stream_pos FROM e2ee_device_list_changes WHERE user_id = $1 FOR UPDATE`
+// lockDeviceListStreamSQL inserts the user's row if missing and locks it
+// either way (ON CONFLICT DO UPDATE locks the existing row): the very first
+// change of a user is serialised like the others. Only for a local account:
+// other servers cannot make rows for user IDs nobody has.
+const lockDeviceListStreamSQL = `
+INSERT INTO e2ee_device_list_streams (user_id, stream_id) SELECT user_id, 0 FROM users WHERE user_id = $1
+ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id
+RETURNING stream_id, told_devices`
 
-// LastDeviceListChange is the stream position of the user's latest
-// device-list change, 0 if none; in a transaction, locked until its end.
-func (q *Queries) LastDeviceListChange(ctx context.Context, userID string) (int64, error) {
-	var pos int64
-	err := notFound(q.q.QueryRow(ctx, lastDeviceListChangeSQL, userID).Scan(&pos))
-	if errors.Is(err, ErrNotFound) {
-		return 0, nil
+// DeviceListStream is a local user's device-list stream as other servers
+// see it (migration 015).
+type DeviceListStream struct {
+	// StreamID is the stream_id of the user's latest m.device_list_update
+	// (0: none yet).
+	StreamID int64
+	// Told are the device IDs other servers may hold: announced or served
+	// by GET /user/devices, and whose deletion was not announced yet.
+	Told []string
+}
+
+// LockDeviceListStream returns the user's device-list stream, locked until
+// the end of the transaction q is in (call it in one); ErrNotFound if the
+// user has no account here.
+func (q *Queries) LockDeviceListStream(ctx context.Context, userID string) (DeviceListStream, error) {
+	var st DeviceListStream
+	err := q.q.QueryRow(ctx, lockDeviceListStreamSQL, userID).Scan(&st.StreamID, &st.Told)
+	return st, notFound(err)
+}
+
+const setDeviceListStreamSQL = `
+UPDATE e2ee_device_list_streams SET stream_id = $2, told_devices = $3 WHERE user_id = $1`
+
+// SetDeviceListStream stores the user's device-list stream (after
+// LockDeviceListStream, in the same transaction).
+func (q *Queries) SetDeviceListStream(ctx context.Context, userID string, st DeviceListStream) error {
+	told := st.Told
+	if told == nil {
+		told = []string{}
 	}
-	return pos, err
+	_, err := q.q.Exec(ctx, setDeviceListStreamSQL, userID, st.StreamID, told)
+	return err
 }

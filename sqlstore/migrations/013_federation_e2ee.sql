@@ -1,7 +1,7 @@
 -- End-to-end encryption across servers: the cache of remote users' device
 -- lists kept current by m.device_list_update and m.signing_key_update EDUs,
 -- and the message IDs of the m.direct_to_device EDUs already delivered.
--- See the e2ee package (remote.go, todevice.go).
+-- See the e2ee package (remotekeys.go, remotelists.go, todevice.go).
 -- Spec: server-server-api.md, "Device Management", "Send-to-device
 -- messaging"; data/api/server-server/user_devices.yaml.
 --
