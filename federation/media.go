@@ -176,6 +176,9 @@ func (m *RemoteMedia) Download(ctx context.Context, origin, mediaID string, wait
 		fedPath("/_matrix/media/v3/download", origin, mediaID), q)
 }
 
+// Admits tells whether the allowlist admits origin now.
+func (m *RemoteMedia) Admits(origin string) bool { return m.c.gate.Allowed(origin) }
+
 // Thumbnail fetches a thumbnail of mxc://origin/mediaID.
 // Spec: GET /_matrix/federation/v1/media/thumbnail/{mediaId}, with the
 // same fallback to GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}.
