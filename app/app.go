@@ -252,7 +252,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 func (s *Server) newUserData() {
 	cfg, store := s.Config, s.Store
 	s.AccountData = accountdata.New(store, s.Hub)
-	s.Ephemeral = ephemeral.New(store, s.Hub, s.AccountData, ephemeral.PresenceConfig{Enabled: cfg.Presence.Enabled}, s.ephemeralFederation(), nil)
+	s.Ephemeral = ephemeral.New(store, s.Hub, s.AccountData, ephemeral.PresenceConfig{Enabled: cfg.Presence.Enabled, ServerName: cfg.ServerName}, s.ephemeralFederation(), nil)
 	s.UserDir = userdir.New(store)
 	s.TURN = voip.New(voip.Config{URIs: cfg.TURN.URIs, SharedSecret: cfg.TURN.SharedSecret, TTL: cfg.TURN.TTL.D()}, nil)
 }
