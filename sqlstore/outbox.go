@@ -123,6 +123,26 @@ func (q *Queries) OutboxDestinations(ctx context.Context) ([]string, error) {
 	return q.strings(ctx, outboxDestinationsSQL)
 }
 
+// purgeStaleEDUsSQL deletes the typing and presence EDUs queued before $1
+// and the receipts queued before $2, through the partial index of
+// migration 016 (each arm of the OR implies its predicate).
+const purgeStaleEDUsSQL = `
+DELETE FROM federation_outbox
+WHERE (edu_type IN ('m.typing', 'm.presence') AND queued_ts < $1)
+   OR (edu_type = 'm.receipt' AND queued_ts < $2)`
+
+// PurgeStaleEDUs drops, for every destination, the m.typing and m.presence
+// EDUs queued before typingBefore and the m.receipt EDUs queued before
+// receiptBefore (ms), and says how many it dropped. Other EDUs (to-device
+// messages, device list updates) and PDUs are never dropped here.
+func (q *Queries) PurgeStaleEDUs(ctx context.Context, typingBefore, receiptBefore int64) (int64, error) {
+	tag, err := q.q.Exec(ctx, purgeStaleEDUsSQL, typingBefore, receiptBefore)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
 const purgeOutboxSQL = `DELETE FROM federation_outbox WHERE destination = $1`
 
 // PurgeOutbox drops everything queued for destination and says how many
