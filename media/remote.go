@@ -100,7 +100,8 @@ func (s *Service) checkRemote(origin, mediaID string) error {
 }
 
 // cachedRemote is what we hold of mxc://origin/mediaID: the row (zero when
-// there is none) or the refusal of a quarantined media.
+// there is none) or the refusal of a quarantined media. A request for it is
+// an access, recorded for the cache retention (remote_cache.go).
 func (s *Service) cachedRemote(ctx context.Context, origin, mediaID string) (sqlstore.RemoteMedia, error) {
 	m, err := s.store.GetRemoteMedia(ctx, origin, mediaID)
 	switch {
@@ -111,7 +112,7 @@ func (s *Service) cachedRemote(ctx context.Context, origin, mediaID string) (sql
 	case m.QuarantinedTS != nil:
 		return m, quarantinedErr(origin, mediaID)
 	}
-	return m, nil
+	return m, s.touchRemote(ctx, m)
 }
 
 // openRemote serves another server's media from the cache, fetching it

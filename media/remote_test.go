@@ -381,3 +381,48 @@ func TestRemoteMediaQuarantineAndDelete(t *testing.T) {
 	err = s.Delete(ctx, origin, other)
 	wantCode(t, "delete of what is not cached", err, mxerr.NotFound)
 }
+
+// Cached remote media not served for RemoteCacheRetention is dropped with
+// its files; media served meanwhile stays; dropped media is fetched again.
+func TestRemoteCacheRetention(t *testing.T) {
+	ctx := context.Background()
+	s, f := newRemoteService(t)
+	// A clock in the past: the rows of the other tests (the database is
+	// shared) are all more recent than what this test purges.
+	var clock atomic.Int64
+	clock.Store(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
+	s.now = func() time.Time { return time.UnixMilli(clock.Load()) }
+	advance := func(d time.Duration) { clock.Add(d.Milliseconds()) }
+	kept, dropped := uniqueID("kept"), uniqueID("dropped")
+	f.put(kept, "text/plain", "", []byte("kept "+kept))
+	f.put(dropped, "text/plain", "", []byte("dropped "+dropped))
+	f.put(dropped+"/32x32/crop", "image/png", "", []byte("thumb "+dropped))
+	open := func(id string) {
+		t.Helper()
+		c, err := s.Open(ctx, origin, id, OpenOptions{})
+		if err != nil {
+			t.Fatalf("open %s: %v", id, err)
+		}
+		c.File.Close()
+	}
+	open(kept)
+	open(dropped)
+	if _, err := s.Thumbnail(ctx, origin, dropped, ThumbnailRequest{32, 32, "crop"}, OpenOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	advance(RemoteCacheRetention / 2)
+	open(kept)
+	advance(RemoteCacheRetention/2 + accessTouchEvery)
+	if n, err := s.PurgeRemoteCache(ctx); err != nil || n != 1 {
+		t.Fatalf("purge: %d dropped, %v; want 1", n, err)
+	}
+	if n := len(storedFiles(t, s)); n != 1 {
+		t.Fatalf("%d files after the purge, want the kept media's", n)
+	}
+	calls := f.calls.Load()
+	open(kept)
+	open(dropped)
+	if got := f.calls.Load() - calls; got != 1 {
+		t.Fatalf("%d fetches after the purge, want 1 (the dropped media)", got)
+	}
+}
