@@ -39,6 +39,20 @@ func (q *Queries) EnqueueEDU(ctx context.Context, destinations []string, eduType
 	return err
 }
 
+// dropQueuedTypingSQL finds the typing EDUs through the partial index of
+// migration 016; there are few (PurgeStaleEDUs keeps minutes of them).
+const dropQueuedTypingSQL = `
+DELETE FROM federation_outbox
+WHERE destination = ANY($1) AND edu_type = 'm.typing'
+  AND edu_content->>'room_id' = $2 AND edu_content->>'user_id' = $3`
+
+// DropQueuedTyping drops the m.typing EDUs about userID in roomID still
+// queued for destinations: a newer one supersedes them.
+func (q *Queries) DropQueuedTyping(ctx context.Context, destinations []string, roomID, userID string) error {
+	_, err := q.q.Exec(ctx, dropQueuedTypingSQL, destinations, roomID, userID)
+	return err
+}
+
 // OutboxItem is a queued PDU or EDU for a destination.
 type OutboxItem struct {
 	ID       int64

@@ -3,9 +3,10 @@
 -- StaleReceiptAfter). The senders leave the stale ones out of what they
 -- send, and delete them from every destination's queue every minute
 -- (sqlstore.PurgeStaleEDUs), so that the queue of a server down for days
--- does not grow with them. This index finds them without reading the
--- queues: it holds only those EDUs, so a PDU or a to-device message still
--- costs one index entry (migration 010).
+-- does not grow with them; a typing EDU also replaces the one about the
+-- same user and room still queued (sqlstore.DropQueuedTyping). This index
+-- finds them without reading the queues: it holds only those EDUs, so a
+-- PDU or a to-device message still costs one index entry (migration 010).
 
 CREATE INDEX federation_outbox_ephemeral
     ON federation_outbox (edu_type, queued_ts)  -- the EDU's type, then when it was queued (ms): the purge's range per type
