@@ -252,7 +252,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Server, 
 func (s *Server) newUserData() {
 	cfg, store := s.Config, s.Store
 	s.AccountData = accountdata.New(store, s.Hub)
-	s.Ephemeral = ephemeral.New(store, s.Hub, s.AccountData, ephemeral.PresenceConfig{Enabled: cfg.Presence.Enabled}, s.ephemeralFederation(), nil)
+	s.Ephemeral = ephemeral.New(store, s.Hub, s.AccountData, ephemeral.PresenceConfig{Enabled: cfg.Presence.Enabled, ServerName: cfg.ServerName}, s.ephemeralFederation(), nil)
 	s.UserDir = userdir.New(store)
 	s.TURN = voip.New(voip.Config{URIs: cfg.TURN.URIs, SharedSecret: cfg.TURN.SharedSecret, TTL: cfg.TURN.TTL.D()}, nil)
 }
@@ -377,15 +377,19 @@ func newHTTPServer(h http.Handler) *http.Server {
 }
 
 // runBackground starts the loops that run while the server serves: the
-// allowlist refresh, the federation senders, the typing and presence
-// sweeps, push delivery. The
+// allowlist refresh, the remote media cache's purge, the federation
+// senders, the typing and presence sweeps, push delivery. The
 // function it returns stops them and waits, so Close never pulls the
 // database from under them.
 func (s *Server) runBackground(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(6)
 	go func() { defer wg.Done(); s.Allowlist.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		s.Media.Run(ctx, func(err error) { s.Log.Error().Err(err).Msg("purging the remote media cache") })
+	}()
 	go func() {
 		defer wg.Done()
 		s.E2EE.Run(ctx, func(err error) { s.Log.Error().Err(err).Msg("purging remote device lists") })

@@ -159,13 +159,20 @@ func (p *Presence) announcePresence(ctx context.Context, q *sqlstore.Queries, ro
 
 // ReceivePresence applies one update of m.presence from another server
 // about one of its users; ignored when presence is off here, dropped when
-// its state is not one of the spec's.
+// its state is not one of the spec's, or when the user shares no room with
+// any of our users: nobody here may see it (presence is shown to users
+// sharing a room, modules/presence.md), and a server would otherwise fill
+// our table with users of its own. Spec: server-server-api.md, "Presence".
 func (p *Presence) ReceivePresence(ctx context.Context, u PresenceUpdate) error {
 	if !p.cfg.Enabled {
 		return nil
 	}
 	if err := checkState(u.Presence); err != nil {
 		return dropped(ctx, err, "presence with an unknown state")
+	}
+	shared, err := p.store.SharesRoomWithServer(ctx, u.UserID, p.cfg.ServerName)
+	if err != nil || !shared {
+		return err
 	}
 	lastActive := int64(0)
 	if u.LastActiveAgo >= 0 {

@@ -72,7 +72,7 @@ func newFixture(t *testing.T, presence bool) *fixture {
 	f.rs = roomserver.New(roomserver.Config{ServerName: serverName, DefaultVersion: "10"}, store,
 		signingkey.Key{ID: "ed25519:test", Private: priv}, nil, hub)
 	f.ad = accountdata.New(store, hub)
-	f.eph = ephemeral.New(store, hub, f.ad, ephemeral.PresenceConfig{Enabled: presence}, nil, f.clock.Now)
+	f.eph = ephemeral.New(store, hub, f.ad, ephemeral.PresenceConfig{Enabled: presence, ServerName: serverName}, nil, f.clock.Now)
 	return f
 }
 

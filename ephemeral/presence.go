@@ -34,6 +34,9 @@ type PresenceConfig struct {
 	// Enabled: when false, presence is not tracked: PUT is accepted and
 	// ignored, GET answers offline, /sync gets no presence.
 	Enabled bool
+	// ServerName is ours: the presence other servers send is kept only for
+	// their users who share a room with one of our users (ReceivePresence).
+	ServerName string
 }
 
 // liveUser is a user this process believes is not offline.

@@ -3,6 +3,7 @@ package ephemeral_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -227,7 +228,7 @@ func TestPresenceAfterRestart(t *testing.T) {
 	if err := f.eph.Presence.PutStatus(ctx, alice, "online", nil); err != nil {
 		t.Fatal(err)
 	}
-	restarted := ephemeral.NewPresence(f.store, f.hub, ephemeral.PresenceConfig{Enabled: true}, f.clock.Now)
+	restarted := ephemeral.NewPresence(f.store, f.hub, ephemeral.PresenceConfig{Enabled: true, ServerName: serverName}, f.clock.Now)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -252,5 +253,34 @@ func TestPresenceAfterRestart(t *testing.T) {
 			t.Fatal("a user online before the restart never went offline")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPresenceReceivedOnlyForSharedRooms: another server's presence is kept
+// for its users who share a room with one of ours, and dropped for others.
+func TestPresenceReceivedOnlyForSharedRooms(t *testing.T) {
+	f := newFixture(t, true)
+	ctx := context.Background()
+	alice := f.user("alice")
+	room := f.room(alice, "public_chat")
+	member, stranger := fmt.Sprintf("@member%d:remote.example", seq.Add(1)), fmt.Sprintf("@stranger%d:remote.example", seq.Add(1))
+	// The remote member's join, as the roomserver would have stored it.
+	const joinSQL = `INSERT INTO current_state (room_id, type, state_key, event_nid, membership) VALUES ($1, 'm.room.member', $2, 1, 'join')`
+	if _, err := f.store.Pool().Exec(ctx, joinSQL, room, member); err != nil {
+		t.Fatal(err)
+	}
+	before := f.pos()
+	if err := f.eph.Presence.ReceivePresence(ctx, ephemeral.PresenceUpdate{UserID: stranger, Presence: "online"}); err != nil {
+		t.Fatal(err)
+	}
+	if f.pos() != before {
+		t.Error("the presence of a user sharing no room with ours was stored")
+	}
+	if err := f.eph.Presence.ReceivePresence(ctx, ephemeral.PresenceUpdate{UserID: member, Presence: "online"}); err != nil {
+		t.Fatal(err)
+	}
+	got := f.presenceSince(alice, before, f.pos())
+	if _, ok := got[member]; !ok || len(got) != 1 {
+		t.Errorf("alice sees %v, want the remote member's presence", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"chappe/e2ee"
 	"chappe/ephemeral"
+	"chappe/mxerr"
 )
 
 // This file receives the EDUs of a transaction (PUT /send/{txnId}, after
@@ -17,14 +18,23 @@ import (
 // "Typing Notifications", "Receipts", "Presence", "Send-to-device
 // messaging", "Device Management".
 //
-// An EDU never fails its transaction: one that is malformed, of an unknown
-// type, or that speaks for a user of another server than the origin is
-// dropped and logged — a server speaks only for its own users (the origin
-// is listed: the authentication middleware checked it), so nothing about
-// a server outside the list comes in through a listed one. A component's
-// internal failure is logged too: EDUs are not retried (the spec gives
-// them no delivery guarantee), and the one that matters most, the
-// to-device message, is idempotent by message_id should the sender retry.
+// An EDU that is malformed, of an unknown type, or that speaks for a user
+// of another server than the origin is dropped and logged — a server speaks
+// only for its own users (the origin is listed: the authentication
+// middleware checked it), so nothing about a server outside the list comes
+// in through a listed one. So is a Matrix error of a component (the EDU's
+// content is refused), and any failure of a typing, receipt or presence
+// EDU: those are ephemeral, the spec gives them no delivery guarantee.
+//
+// An internal failure (a database error) on an EDU that must arrive — a
+// to-device message, which may carry a room key, or a device list or
+// signing key update — fails the whole transaction instead (errEDURetry):
+// PUT /send answers 500 and does not record the transaction, so the sender
+// retries it (server-server-api.md, "Transactions": a transaction is
+// retried until acknowledged). Applying those again is harmless: to-device
+// messages are delivered once by message_id, device list updates compare
+// stream IDs, signing key updates overwrite; the PDUs already stored are
+// known the second time.
 
 // EDUReceiver applies received EDUs; app wires it to the components.
 type EDUReceiver interface {
@@ -42,10 +52,31 @@ var errForeignUser = errors.New("the EDU speaks for a user of another server tha
 // errMalformed: the EDU's content is not what its type requires.
 var errMalformed = errors.New("malformed EDU content")
 
+// mustArrive are the EDU types whose internal failures fail the
+// transaction, so that the sender retries it.
+var mustArrive = map[string]bool{
+	e2ee.EDUDirectToDevice:   true,
+	e2ee.EDUDeviceListUpdate: true,
+	e2ee.EDUSigningKeyUpdate: true,
+}
+
+// errEDURetry wraps the internal failure of an EDU that must arrive: the
+// transaction is answered 500 and not recorded.
+type errEDURetry struct {
+	eduType string
+	err     error
+}
+
+func (e errEDURetry) Error() string { return "applying a received " + e.eduType + ": " + e.err.Error() }
+func (e errEDURetry) Unwrap() error { return e.err }
+
 // receiveEDUs hands each EDU of a transaction from origin to its component.
-func receiveEDUs(ctx context.Context, recv EDUReceiver, origin string, edus []json.RawMessage) {
+// It stops at the first internal failure of an EDU that must arrive and
+// returns it (errEDURetry); every other failure is logged and the EDU
+// dropped.
+func receiveEDUs(ctx context.Context, recv EDUReceiver, origin string, edus []json.RawMessage) error {
 	if recv == nil {
-		return
+		return nil
 	}
 	for _, raw := range edus {
 		var edu EDU
@@ -53,10 +84,22 @@ func receiveEDUs(ctx context.Context, recv EDUReceiver, origin string, edus []js
 		if err == nil {
 			err = receiveEDU(ctx, recv, origin, edu)
 		}
-		if err != nil {
-			zerolog.Ctx(ctx).Warn().Err(err).Str("edu_type", edu.Type).Msg("received EDU dropped")
+		if err == nil {
+			continue
 		}
+		if mustArrive[edu.Type] && isInternal(err) {
+			return errEDURetry{eduType: edu.Type, err: err}
+		}
+		zerolog.Ctx(ctx).Warn().Err(err).Str("edu_type", edu.Type).Msg("received EDU dropped")
 	}
+	return nil
+}
+
+// isInternal tells a failure of ours (the database…) from a refusal of the
+// EDU: bad input found here, or a Matrix error of the component.
+func isInternal(err error) bool {
+	var m *mxerr.Error
+	return !errors.Is(err, errMalformed) && !errors.Is(err, errForeignUser) && !errors.As(err, &m)
 }
 
 // receiveEDU parses one EDU by type and applies it.

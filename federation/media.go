@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -175,6 +176,9 @@ func (m *RemoteMedia) Download(ctx context.Context, origin, mediaID string, wait
 		fedPath("/_matrix/media/v3/download", origin, mediaID), q)
 }
 
+// Admits tells whether the allowlist admits origin now.
+func (m *RemoteMedia) Admits(origin string) bool { return m.c.gate.Allowed(origin) }
+
 // Thumbnail fetches a thumbnail of mxc://origin/mediaID.
 // Spec: GET /_matrix/federation/v1/media/thumbnail/{mediaId}, with the
 // same fallback to GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}.
@@ -199,15 +203,25 @@ func (m *RemoteMedia) fetch(ctx context.Context, origin, mediaID string, sink fu
 	err := m.c.DoRaw(ctx, req, func(resp *http.Response) error { return readMultipartMedia(origin, resp, s.put) })
 	var remote *RemoteError
 	if errors.As(err, &remote) && remote.Status == http.StatusNotFound && remote.ErrCode == string(mxerr.Unrecognized) {
-		legacy := q
-		legacy.Set("allow_remote", "false")
-		req.Path, req.Query, req.Accept = legacyPath, legacy, "*/*"
+		req.Path, req.Query, req.Accept = legacyPath, legacyQuery(q), "*/*"
 		err = m.c.DoRaw(ctx, req, func(resp *http.Response) error { return readPlainMedia(resp, s.put) })
 	}
 	if err != nil && s.failed && !s.readFailed {
 		return err // the sink's own failure (our disk, our limit)
 	}
 	return mediaError(origin, mediaID, err)
+}
+
+// legacyQuery is q for the deprecated endpoints: a copy (q is left as it
+// is), with allow_remote=false so that origin does not fetch from another
+// server on our behalf. Spec: content_repo.md, GET /_matrix/media/v3/download.
+func legacyQuery(q url.Values) url.Values {
+	legacy := maps.Clone(q)
+	if legacy == nil {
+		legacy = url.Values{}
+	}
+	legacy.Set("allow_remote", "false")
+	return legacy
 }
 
 // trackedSink tells the sink's own failures from failures to read the

@@ -11,6 +11,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/tidwall/gjson"
 
+	"chappe/ephemeral"
 	"chappe/roomserver"
 	"chappe/sqlstore"
 )
@@ -139,8 +140,11 @@ var ErrBadEDU = errors.New("an EDU needs a type and a JSON object as content")
 
 // QueueEDU queues edu for each of destinations in the transaction q (or at
 // once, if q is the store's own Queries). Duplicates, our own server and
-// servers the allowlist does not admit are left out.
-// Spec: server-server-api.md, "EDUs".
+// servers the allowlist does not admit are left out. An m.typing EDU
+// replaces the one about the same user and room still queued: only the
+// latest state matters, so a server that is slow or down does not get a
+// backlog of them. Spec: server-server-api.md, "EDUs", "Typing
+// Notifications".
 func (o *Outbox) QueueEDU(ctx context.Context, q *sqlstore.Queries, destinations []string, edu EDU) error {
 	if edu.Type == "" || !gjson.ValidBytes(edu.Content) || !gjson.ParseBytes(edu.Content).IsObject() {
 		return ErrBadEDU
@@ -148,6 +152,12 @@ func (o *Outbox) QueueEDU(ctx context.Context, q *sqlstore.Queries, destinations
 	dests := o.destinations(destinations, "")
 	if len(dests) == 0 {
 		return nil
+	}
+	if edu.Type == ephemeral.EDUTyping {
+		t := gjson.GetManyBytes(edu.Content, "room_id", "user_id")
+		if err := q.DropQueuedTyping(ctx, dests, t[0].String(), t[1].String()); err != nil {
+			return err
+		}
 	}
 	if err := q.EnqueueEDU(ctx, dests, edu.Type, edu.Content, o.now().UnixMilli()); err != nil {
 		return err

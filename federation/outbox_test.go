@@ -2,9 +2,12 @@ package federation
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
+
+	"github.com/tidwall/gjson"
 
 	"chappe/roomserver"
 	"chappe/sqlstore"
@@ -105,5 +108,35 @@ func TestServerOfUser(t *testing.T) {
 		if got := serverOfUser(tc.user); got != tc.server {
 			t.Errorf("serverOfUser(%q) = %q, want %q", tc.user, got, tc.server)
 		}
+	}
+}
+
+// A typing EDU replaces the one about the same user and room still queued.
+func TestOutboxKeepsLatestTyping(t *testing.T) {
+	f := newFixture(t, SenderConfig{}, newGate(remote))
+	ctx := context.Background()
+	typing := func(room, user string, on bool) {
+		t.Helper()
+		content, _ := json.Marshal(map[string]any{"room_id": room, "user_id": user, "typing": on})
+		if err := f.outbox.QueueEDU(ctx, &f.store.Queries, []string{remote}, EDU{Type: "m.typing", Content: content}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice, bob := "@alice:"+ours, "@bob:"+ours
+	typing("!r1:"+ours, alice, true)
+	typing("!r1:"+ours, bob, true)
+	typing("!r2:"+ours, alice, true)
+	typing("!r1:"+ours, alice, false)
+	items, err := f.store.OutboxBatch(ctx, remote, 50, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, it := range items {
+		got = append(got, gjson.GetBytes(it.EDUContent, "room_id").String()+" "+gjson.GetBytes(it.EDUContent, "user_id").String()+" "+gjson.GetBytes(it.EDUContent, "typing").Raw)
+	}
+	want := []string{"!r1:" + ours + " " + bob + " true", "!r2:" + ours + " " + alice + " true", "!r1:" + ours + " " + alice + " false"}
+	if !slices.Equal(got, want) {
+		t.Errorf("queued %q, want %q", got, want)
 	}
 }

@@ -106,7 +106,8 @@ type pduResult struct {
 // send is PUT /send/{txnId}: each PDU checked and stored on its own, with
 // its result in the answer, then the EDUs (receiveEDUs); a transaction ID
 // already processed is answered as the first time, without processing it
-// again.
+// again. An internal failure on an EDU that must arrive answers 500 without
+// recording the transaction, so that it comes again (edus.go).
 func (e *RoomEndpoints) send(w http.ResponseWriter, r *http.Request) {
 	origin, txnID := Origin(r.Context()), param(r, "txnId")
 	var txn transaction
@@ -142,7 +143,12 @@ func (e *RoomEndpoints) send(w http.ResponseWriter, r *http.Request) {
 			results[id] = pduResult{}
 		}
 	}
-	receiveEDUs(ctx, e.edus, origin, txn.EDUs)
+	if err := receiveEDUs(ctx, e.edus, origin, txn.EDUs); err != nil {
+		// Not recorded: the sender retries the whole transaction.
+		flush() // the stream positions taken must not stay in flight
+		mxhttp.WriteError(w, r, err)
+		return
+	}
 	resp, _ := json.Marshal(map[string]any{"pdus": results})
 	now := e.now()
 	err := e.store.RecordFederationTxn(r.Context(), origin, txnID, now.UnixMilli(), now.Add(-txnMemory).UnixMilli(), resp)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"chappe/ephemeral"
 	"chappe/sqlstore"
 )
 
@@ -95,6 +96,8 @@ type Sender struct {
 	log       zerolog.Logger
 	// sleep waits d or until ctx ends (false then); tests replace it.
 	sleep func(ctx context.Context, d time.Duration) bool
+	// now tells the time, to find stale EDUs; tests replace it.
+	now func() time.Time
 
 	mu      sync.Mutex
 	ctx     context.Context // Run's context; nil when not running
@@ -114,12 +117,13 @@ type worker struct {
 func NewSender(cfg SenderConfig, store *sqlstore.Store, gate QueueGate, transport Transport, log zerolog.Logger) *Sender {
 	cfg.setDefaults()
 	return &Sender{cfg: cfg, store: store, gate: gate, transport: transport, log: log,
-		sleep: sleepCtx, workers: map[string]*worker{}}
+		sleep: sleepCtx, now: time.Now, workers: map[string]*worker{}}
 }
 
 // Run starts a worker for every destination with queued items (what a
 // previous run left), then scans the outbox every PollInterval, until ctx
-// ends; it returns once every worker has stopped. Items stay queued.
+// ends; it returns once every worker has stopped. Items stay queued, but
+// for the stale EDUs, deleted every outboxPurgeEvery.
 func (s *Sender) Run(ctx context.Context) {
 	s.mu.Lock()
 	if s.ctx != nil {
@@ -131,7 +135,12 @@ func (s *Sender) Run(ctx context.Context) {
 
 	tick := time.NewTicker(s.cfg.PollInterval)
 	defer tick.Stop()
+	var purged time.Time
 	for {
+		if now := s.now(); now.Sub(purged) >= outboxPurgeEvery {
+			s.purgeStale(ctx, now)
+			purged = now
+		}
 		s.scan(ctx)
 		select {
 		case <-ctx.Done():
@@ -142,6 +151,17 @@ func (s *Sender) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+	}
+}
+
+// purgeStale deletes from the outbox the EDUs gone stale (staleAfter).
+func (s *Sender) purgeStale(ctx context.Context, now time.Time) {
+	n, err := s.store.PurgeStaleEDUs(ctx, now.Add(-StaleTypingAfter).UnixMilli(), now.Add(-StaleReceiptAfter).UnixMilli())
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.log.Error().Err(err).Msg("federation sender: purging stale EDUs")
+	case n > 0:
+		s.log.Info().Int64("edus", n).Msg("federation sender: stale EDUs dropped unsent")
 	}
 }
 
@@ -182,12 +202,63 @@ func (s *Sender) Wake(destinations ...string) {
 	}
 }
 
-// batch is a transaction being sent, kept as is until acknowledged.
+// batch is a transaction being sent, kept as is until acknowledged (but
+// for the EDUs that go stale meanwhile, left out of each attempt).
 type batch struct {
 	txnID string
 	ids   []int64
 	pdus  []json.RawMessage
-	edus  []EDU
+	edus  []queuedEDU
+}
+
+// queuedEDU is an EDU of a batch with its queue time (ms).
+type queuedEDU struct {
+	EDU
+	queuedTS int64
+}
+
+// Ephemeral EDUs lose their worth with time: a server that was down for
+// hours has no use for who was typing then, and would show it as news.
+// The spec gives EDUs no delivery guarantee (server-server-api.md, "EDUs";
+// "Typing Notifications", "Presence", "Receipts"). To-device messages and
+// device list and signing key updates are kept however old: they must
+// arrive.
+const (
+	// StaleTypingAfter: m.typing and m.presence queued longer ago than
+	// this are dropped unsent. A typing notification lasts 30 s at the
+	// receiver unless refreshed; a presence this old has been overtaken.
+	StaleTypingAfter = 5 * time.Minute
+	// StaleReceiptAfter: m.receipt queued longer ago than this is dropped
+	// unsent; a later receipt of the user carries their read position.
+	StaleReceiptAfter = 24 * time.Hour
+	// outboxPurgeEvery is how often the stale EDUs are deleted from the
+	// outbox of every destination (Run), so the queue of a server down for
+	// days does not grow with them.
+	outboxPurgeEvery = time.Minute
+)
+
+// staleAfter is how long an EDU of this type may wait in the outbox; 0 for
+// ever.
+func staleAfter(eduType string) time.Duration {
+	switch eduType {
+	case ephemeral.EDUTyping, ephemeral.EDUPresence:
+		return StaleTypingAfter
+	case ephemeral.EDUReceipt:
+		return StaleReceiptAfter
+	}
+	return 0
+}
+
+// freshEDUs is the EDUs of b still worth sending at now.
+func freshEDUs(b *batch, now time.Time) []EDU {
+	out := make([]EDU, 0, len(b.edus))
+	for _, e := range b.edus {
+		if limit := staleAfter(e.Type); limit > 0 && now.Sub(time.UnixMilli(e.queuedTS)) > limit {
+			continue
+		}
+		out = append(out, e.EDU)
+	}
+	return out
 }
 
 // work sends the destination's queue until it is empty, ctx ends or the
@@ -230,14 +301,14 @@ func (s *Sender) work(ctx context.Context, w *worker) {
 			}
 			current = b
 		}
-		if len(current.pdus)+len(current.edus) > 0 {
+		if edus := freshEDUs(current, s.now()); len(current.pdus)+len(edus) > 0 {
 			// Asked again just before sending: nothing goes out after the
 			// allowlist dropped the destination.
 			if !s.allowed(w, log) {
 				s.exit(w)
 				return
 			}
-			if err := s.send(ctx, w.dest, current, log); err != nil {
+			if err := s.send(ctx, w.dest, current, edus, log); err != nil {
 				if ctx.Err() == nil {
 					failures++
 					log.Warn().Err(err).Str("txn_id", current.txnID).Int("failures", failures).
@@ -306,18 +377,19 @@ func (s *Sender) nextBatch(ctx context.Context, dest string) (*batch, error) {
 		case it.IsPDU():
 			b.pdus = append(b.pdus, it.PDU)
 		default:
-			b.edus = append(b.edus, EDU{Type: it.EDUType, Content: it.EDUContent})
+			b.edus = append(b.edus, queuedEDU{EDU{Type: it.EDUType, Content: it.EDUContent}, it.QueuedTS})
 		}
 	}
 	return b, nil
 }
 
-// send sends b once. PDUs the receiver reports as failed are not sent
-// again: it did receive them, and resending would fail the same way.
-func (s *Sender) send(ctx context.Context, dest string, b *batch, log zerolog.Logger) error {
+// send sends b once, with edus (its EDUs not stale yet). PDUs the receiver
+// reports as failed are not sent again: it did receive them, and resending
+// would fail the same way.
+func (s *Sender) send(ctx context.Context, dest string, b *batch, edus []EDU, log zerolog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.TransactionTimeout)
 	defer cancel()
-	results, err := s.transport.SendTransaction(ctx, dest, b.txnID, b.pdus, b.edus)
+	results, err := s.transport.SendTransaction(ctx, dest, b.txnID, b.pdus, edus)
 	if err != nil {
 		return err
 	}
@@ -326,7 +398,7 @@ func (s *Sender) send(ctx context.Context, dest string, b *batch, log zerolog.Lo
 			log.Warn().Str("txn_id", b.txnID).Str("event_id", eventID).Str("error", e).Msg("federation: the destination refused a PDU")
 		}
 	}
-	log.Debug().Str("txn_id", b.txnID).Int("pdus", len(b.pdus)).Int("edus", len(b.edus)).Msg("federation transaction sent")
+	log.Debug().Str("txn_id", b.txnID).Int("pdus", len(b.pdus)).Int("edus", len(edus)).Msg("federation transaction sent")
 	return nil
 }
 

@@ -347,3 +347,73 @@ func TestTransactionBody(t *testing.T) {
 		t.Fatalf("transaction:\n got %s\nwant %s", body, want)
 	}
 }
+
+// testClock is a manual clock for the outbox and the senders.
+type testClock struct{ ms atomic.Int64 }
+
+func (c *testClock) now() time.Time          { return time.UnixMilli(c.ms.Load()) }
+func (c *testClock) advance(d time.Duration) { c.ms.Add(d.Milliseconds()) }
+
+// eduTypes is the types of the EDUs of txn.
+func eduTypes(txn sentTxn) []string {
+	var out []string
+	for _, e := range txn.edus {
+		out = append(out, e.Type)
+	}
+	return out
+}
+
+// Typing, presence and receipts queued too long ago are not sent, nor kept
+// queued for a server that is down; to-device messages and device list
+// updates are, however old.
+func TestSenderDropsStaleEDUs(t *testing.T) {
+	const down = "down.gouv.fr"
+	f := newFixture(t, SenderConfig{InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond, PollInterval: 10 * time.Millisecond}, newGate(remote, down))
+	ctx := context.Background()
+	clock := &testClock{}
+	clock.ms.Store(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC).UnixMilli())
+	f.outbox.now, f.sender.now = clock.now, clock.now
+	queue := func(dests []string, types ...string) {
+		t.Helper()
+		for _, typ := range types {
+			if err := f.outbox.QueueEDU(ctx, &f.store.Queries, dests, EDU{Type: typ, Content: json.RawMessage(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	both := []string{remote, down}
+	queue(both, "m.receipt", "m.typing", "m.presence", "m.direct_to_device", "m.device_list_update")
+	clock.advance(10 * time.Minute)
+	queue(both, "m.typing")
+
+	// The first attempt fails; by the retry, the fresh typing EDU is stale
+	// too, and the day-old receipt as well: the retry leaves them out.
+	var attempts atomic.Int32
+	f.rec.setFail(func(txn sentTxn) error {
+		switch {
+		case txn.dest == down:
+			return errUnreachable
+		case attempts.Add(1) == 1:
+			clock.advance(25 * time.Hour)
+			return errUnreachable
+		}
+		return nil
+	})
+	f.start()
+	eventually(t, "remote's queue emptied", func() bool { return len(f.queued(remote)) == 0 })
+	var sent [][]string
+	for _, txn := range f.rec.sent(remote) {
+		sent = append(sent, eduTypes(txn))
+	}
+	want := fmt.Sprint([][]string{
+		{"m.receipt", "m.direct_to_device", "m.device_list_update", "m.typing"},
+		{"m.direct_to_device", "m.device_list_update"},
+	})
+	if fmt.Sprint(sent) != want {
+		t.Errorf("sent to remote: %v, want %v", sent, want)
+	}
+	// The server that is down keeps only what must arrive.
+	eventually(t, "the stale EDUs purged", func() bool {
+		return slices.Equal(f.queued(down), []string{"edu:m.direct_to_device", "edu:m.device_list_update"})
+	})
+}

@@ -30,8 +30,15 @@ import (
 // which we cannot thumbnail) to shrink it is what the spec asks servers not
 // to do ("Homeservers should not proxy or thumbnail large files or images
 // from remote homeservers"). The origin is asked for the standard box that
-// covers the request (requestBox), so a few thumbnails per media are kept,
-// not one per size ever asked for.
+// covers the request, and never more than the largest standard box
+// (remoteBox): at most len(standardBoxes) thumbnails per media and method
+// are fetched and kept, whatever sizes clients ask for.
+//
+// Nothing in, nothing out: the media of a server the allowlist does not
+// admit (never listed, removed, or the list expired) is not served, even
+// when it is cached from a time the server was listed — 403 M_FORBIDDEN,
+// as a fetch from it would be. What is cached stays (the server may be
+// listed again) until the cache retention drops it.
 //
 // Spec: server-server-api.md, "Content Repository";
 // client-server-api/modules/content_repo.md, "Security considerations".
@@ -54,6 +61,9 @@ type Fetcher interface {
 	Download(ctx context.Context, origin, mediaID string, wait time.Duration, sink func(Incoming) error) error
 	// Thumbnail fetches a thumbnail of it for req's box and method.
 	Thumbnail(ctx context.Context, origin, mediaID string, req ThumbnailRequest, wait time.Duration, sink func(Incoming) error) error
+	// Admits tells whether the allowlist admits origin now: the media of a
+	// server it does not admit is not served, cached or not.
+	Admits(origin string) bool
 }
 
 // Bounds of the remote fetches. Each running fetch holds a connection and a
@@ -70,8 +80,9 @@ const (
 )
 
 // checkRemote refuses names that cannot be another server's media: the
-// server name must be valid and the media ID made of the allowed characters.
-// Spec: content_repo.md, "Security considerations".
+// server name must be valid and the media ID made of the allowed characters
+// (spec: content_repo.md, "Security considerations"); and the media of a
+// server outside the federation, cached or not.
 func (s *Service) checkRemote(origin, mediaID string) error {
 	if err := allowlist.ValidServerName(origin); err != nil {
 		return mxerr.New(mxerr.InvalidParam, "%q is not a valid server name: %v", origin, err)
@@ -82,11 +93,15 @@ func (s *Service) checkRemote(origin, mediaID string) error {
 	if s.remote == nil {
 		return mxerr.New(mxerr.NotFound, "Media of other servers (%q) is not available through this server", origin)
 	}
+	if !s.remote.Admits(origin) {
+		return mxerr.New(mxerr.Forbidden, "%s is outside the federation: its media is not served here", origin)
+	}
 	return nil
 }
 
 // cachedRemote is what we hold of mxc://origin/mediaID: the row (zero when
-// there is none) or the refusal of a quarantined media.
+// there is none) or the refusal of a quarantined media. A request for it is
+// an access, recorded for the cache retention (remote_cache.go).
 func (s *Service) cachedRemote(ctx context.Context, origin, mediaID string) (sqlstore.RemoteMedia, error) {
 	m, err := s.store.GetRemoteMedia(ctx, origin, mediaID)
 	switch {
@@ -97,7 +112,7 @@ func (s *Service) cachedRemote(ctx context.Context, origin, mediaID string) (sql
 	case m.QuarantinedTS != nil:
 		return m, quarantinedErr(origin, mediaID)
 	}
-	return m, nil
+	return m, s.touchRemote(ctx, m)
 }
 
 // openRemote serves another server's media from the cache, fetching it
@@ -262,7 +277,7 @@ func (s *Service) remoteThumbnail(ctx context.Context, origin, mediaID string, r
 	if _, err := s.cachedRemote(ctx, origin, mediaID); err != nil {
 		return nil, err
 	}
-	box := requestBox(req.Width, req.Height)
+	box := remoteBox(req.Width, req.Height)
 	t, err := s.store.GetRemoteThumbnail(ctx, origin, mediaID, box.X, box.Y, req.Method)
 	switch {
 	case err == nil:
@@ -288,6 +303,19 @@ func (s *Service) remoteThumbnail(ctx context.Context, origin, mediaID string, r
 		}
 	}
 	return s.openThumbnail(ctx, t.Thumbnail, origin, mediaID)
+}
+
+// remoteBox is the box a thumbnail of remote media is asked of the origin
+// for: the smallest standard box covering the request, or the largest
+// standard box for a larger request. Unlike local thumbnails (requestBox),
+// a large request is not rounded up to boxStep: each box is a fetch and a
+// file kept, and any user may ask for any size.
+func remoteBox(reqW, reqH int) image.Point {
+	largest := standardBoxes[len(standardBoxes)-1]
+	if reqW > largest.X || reqH > largest.Y {
+		return largest
+	}
+	return requestBox(reqW, reqH)
 }
 
 // fetchRemoteThumbnail fetches a thumbnail for box and method from the

@@ -28,7 +28,11 @@ type fakeFetcher struct {
 	// after, when set, is the fetch's result once the sink accepted the file
 	// (a malformed end of answer).
 	after error
+	// removed: the allowlist no longer admits origin.
+	removed atomic.Bool
 }
+
+func (f *fakeFetcher) Admits(server string) bool { return server == origin && !f.removed.Load() }
 
 func newFakeFetcher() *fakeFetcher {
 	return &fakeFetcher{files: map[string]Incoming{}, data: map[string][]byte{}}
@@ -245,6 +249,61 @@ func TestRemoteThumbnails(t *testing.T) {
 	}
 	_, err := s.Thumbnail(ctx, origin, id, ThumbnailRequest{800, 600, "scale"}, OpenOptions{})
 	wantCode(t, "thumbnail the origin does not have", err, mxerr.NotFound)
+
+	// Beyond the largest standard box, every request is that box: one
+	// fetch, not one per size asked for.
+	f.put(id+"/800x600/crop", "image/png", "", []byte("crop 800"))
+	f.mu.Lock()
+	f.thumbs = nil
+	f.mu.Unlock()
+	for _, req := range []ThumbnailRequest{{1600, 1200, "crop"}, {801, 600, "crop"}, {4000, 10, "crop"}, {16384, 16384, "crop"}} {
+		c, err := s.Thumbnail(ctx, origin, id, req, OpenOptions{})
+		if err != nil {
+			t.Fatalf("%+v: %v", req, err)
+		}
+		if got := string(readContent(t, c)); got != "crop 800" {
+			t.Fatalf("%+v: %q", req, got)
+		}
+	}
+	f.mu.Lock()
+	asked = fmt.Sprint(f.thumbs)
+	f.mu.Unlock()
+	if asked != "[{800 600 crop}]" {
+		t.Fatalf("large thumbnails asked of the origin: %s", asked)
+	}
+}
+
+// The media of a server the allowlist no longer admits is not served, even
+// cached; it is again once the server is listed again, without a fetch.
+func TestRemoteMediaOfRemovedServer(t *testing.T) {
+	ctx := context.Background()
+	s, f := newRemoteService(t)
+	id := uniqueID("removed")
+	// Bytes of their own: the database is shared, and files by content.
+	f.put(id, "text/plain", "", []byte("from before "+id))
+	f.put(id+"/32x32/crop", "image/png", "", []byte("thumb "+id))
+	if _, err := s.Open(ctx, origin, id, OpenOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Thumbnail(ctx, origin, id, ThumbnailRequest{32, 32, "crop"}, OpenOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.removed.Store(true)
+	_, err := s.Open(ctx, origin, id, OpenOptions{})
+	wantCode(t, "cached media of a removed server", err, mxerr.Forbidden)
+	_, err = s.Thumbnail(ctx, origin, id, ThumbnailRequest{32, 32, "crop"}, OpenOptions{})
+	wantCode(t, "cached thumbnail of a removed server", err, mxerr.Forbidden)
+	_, err = s.Open(ctx, origin, id, OpenOptions{Legacy: true})
+	wantCode(t, "cached media of a removed server, legacy endpoint", err, mxerr.Forbidden)
+
+	f.removed.Store(false)
+	c, err := s.Open(ctx, origin, id, OpenOptions{})
+	if err != nil || string(readContent(t, c)) != "from before "+id {
+		t.Fatalf("listed again: %v", err)
+	}
+	if n := f.calls.Load(); n != 2 {
+		t.Fatalf("%d fetches, want 2 (the media and its thumbnail, once)", n)
+	}
 }
 
 // Quarantine applies to remote media as to local: cached or not, it is no
@@ -321,4 +380,49 @@ func TestRemoteMediaQuarantineAndDelete(t *testing.T) {
 	}
 	err = s.Delete(ctx, origin, other)
 	wantCode(t, "delete of what is not cached", err, mxerr.NotFound)
+}
+
+// Cached remote media not served for RemoteCacheRetention is dropped with
+// its files; media served meanwhile stays; dropped media is fetched again.
+func TestRemoteCacheRetention(t *testing.T) {
+	ctx := context.Background()
+	s, f := newRemoteService(t)
+	// A clock in the past: the rows of the other tests (the database is
+	// shared) are all more recent than what this test purges.
+	var clock atomic.Int64
+	clock.Store(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
+	s.now = func() time.Time { return time.UnixMilli(clock.Load()) }
+	advance := func(d time.Duration) { clock.Add(d.Milliseconds()) }
+	kept, dropped := uniqueID("kept"), uniqueID("dropped")
+	f.put(kept, "text/plain", "", []byte("kept "+kept))
+	f.put(dropped, "text/plain", "", []byte("dropped "+dropped))
+	f.put(dropped+"/32x32/crop", "image/png", "", []byte("thumb "+dropped))
+	open := func(id string) {
+		t.Helper()
+		c, err := s.Open(ctx, origin, id, OpenOptions{})
+		if err != nil {
+			t.Fatalf("open %s: %v", id, err)
+		}
+		c.File.Close()
+	}
+	open(kept)
+	open(dropped)
+	if _, err := s.Thumbnail(ctx, origin, dropped, ThumbnailRequest{32, 32, "crop"}, OpenOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	advance(RemoteCacheRetention / 2)
+	open(kept)
+	advance(RemoteCacheRetention/2 + accessTouchEvery)
+	if n, err := s.PurgeRemoteCache(ctx); err != nil || n != 1 {
+		t.Fatalf("purge: %d dropped, %v; want 1", n, err)
+	}
+	if n := len(storedFiles(t, s)); n != 1 {
+		t.Fatalf("%d files after the purge, want the kept media's", n)
+	}
+	calls := f.calls.Load()
+	open(kept)
+	open(dropped)
+	if got := f.calls.Load() - calls; got != 1 {
+		t.Fatalf("%d fetches after the purge, want 1 (the dropped media)", got)
+	}
 }

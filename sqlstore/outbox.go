@@ -39,6 +39,20 @@ func (q *Queries) EnqueueEDU(ctx context.Context, destinations []string, eduType
 	return err
 }
 
+// dropQueuedTypingSQL finds the typing EDUs through the partial index of
+// migration 016; there are few (PurgeStaleEDUs keeps minutes of them).
+const dropQueuedTypingSQL = `
+DELETE FROM federation_outbox
+WHERE destination = ANY($1) AND edu_type = 'm.typing'
+  AND edu_content->>'room_id' = $2 AND edu_content->>'user_id' = $3`
+
+// DropQueuedTyping drops the m.typing EDUs about userID in roomID still
+// queued for destinations: a newer one supersedes them.
+func (q *Queries) DropQueuedTyping(ctx context.Context, destinations []string, roomID, userID string) error {
+	_, err := q.q.Exec(ctx, dropQueuedTypingSQL, destinations, roomID, userID)
+	return err
+}
+
 // OutboxItem is a queued PDU or EDU for a destination.
 type OutboxItem struct {
 	ID       int64
@@ -121,6 +135,26 @@ SELECT destination FROM d WHERE destination IS NOT NULL`
 // OutboxDestinations lists the destinations that have queued items, sorted.
 func (q *Queries) OutboxDestinations(ctx context.Context) ([]string, error) {
 	return q.strings(ctx, outboxDestinationsSQL)
+}
+
+// purgeStaleEDUsSQL deletes the typing and presence EDUs queued before $1
+// and the receipts queued before $2, through the partial index of
+// migration 016 (each arm of the OR implies its predicate).
+const purgeStaleEDUsSQL = `
+DELETE FROM federation_outbox
+WHERE (edu_type IN ('m.typing', 'm.presence') AND queued_ts < $1)
+   OR (edu_type = 'm.receipt' AND queued_ts < $2)`
+
+// PurgeStaleEDUs drops, for every destination, the m.typing and m.presence
+// EDUs queued before typingBefore and the m.receipt EDUs queued before
+// receiptBefore (ms), and says how many it dropped. Other EDUs (to-device
+// messages, device list updates) and PDUs are never dropped here.
+func (q *Queries) PurgeStaleEDUs(ctx context.Context, typingBefore, receiptBefore int64) (int64, error) {
+	tag, err := q.q.Exec(ctx, purgeStaleEDUsSQL, typingBefore, receiptBefore)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
 }
 
 const purgeOutboxSQL = `DELETE FROM federation_outbox WHERE destination = $1`
