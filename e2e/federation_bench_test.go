@@ -82,14 +82,20 @@ func BenchmarkFederationDelivery(b *testing.B) {
 			defer close(done)
 			seen := 0
 			for seen < messages {
-				r, err := bob.SyncRequest(b.Context(), 30000, since, "", false, "")
+				// A timeline limit above a transaction's 50 PDUs: a received
+				// transaction's events become visible together.
+				r, err := bob.SyncRequest(b.Context(), 30000, since, `{"room":{"timeline":{"limit":500}}}`, false, "")
 				if err != nil {
 					b.Error(err)
 					return
 				}
 				now := time.Now()
 				since = r.NextBatch
-				for _, ev := range r.Rooms.Join[room.RoomID].Timeline.Events {
+				joined := r.Rooms.Join[room.RoomID]
+				if joined == nil {
+					continue // woken by something else (presence, device lists)
+				}
+				for _, ev := range joined.Timeline.Events {
 					var i int
 					if ev.Type == event.EventMessage {
 						_ = ev.Content.ParseRaw(ev.Type)
