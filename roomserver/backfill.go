@@ -100,7 +100,9 @@ func (r *Roomserver) backfillRoom(ctx context.Context, roomID string) (bool, err
 // do not hold in the timeline: where backfill starts (its "v" parameter).
 // Empty when the timeline starts at the room's creation.
 func (r *Roomserver) missingHistory(ctx context.Context, roomID string) ([]string, error) {
-	oldest, err := r.db().OldestTimelineEvents(ctx, roomID, backfillFrontier)
+	// Forwards from Position{}: the gap before every event (depths start
+	// at 1, so backfilled events, with negative stream positions, count).
+	oldest, err := r.db().EventsPage(ctx, roomID, Position{}, true, backfillFrontier, sqlstore.EventFilter{})
 	if err != nil {
 		return nil, err
 	}

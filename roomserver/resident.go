@@ -222,22 +222,12 @@ func (r *Roomserver) checkServerMayRead(ctx context.Context, origin, roomID stri
 	if err != nil {
 		return "", err
 	}
-	hv, err := r.stateEvent(ctx, r.db(), version, snap, stateKey{"m.room.history_visibility", ""})
-	if err != nil {
+	if hv, err := r.historyVisibilityAt(ctx, r.db(), version, snap); err != nil {
 		return "", err
-	}
-	if hv != nil && historyVisibilityOf(hv) == "world_readable" {
+	} else if hv == "world_readable" {
 		return version, nil
 	}
 	return "", mxerr.New(mxerr.Forbidden, "%s has no member in room %s", origin, roomID)
-}
-
-func historyVisibilityOf(ev gomatrixserverlib.PDU) string {
-	var c struct {
-		V string `json:"history_visibility"`
-	}
-	_ = json.Unmarshal(ev.Content(), &c)
-	return c.V
 }
 
 // EventForServer answers GET /event/{eventId}: an accepted event of a room

@@ -30,13 +30,9 @@ func (r *Roomserver) serverCanSee(ctx context.Context, origin, version string, r
 	if err != nil {
 		return false, err
 	}
-	visibility := "shared"
-	if hv, err := r.stateEvent(ctx, q, version, before, stateKey{"m.room.history_visibility", ""}); err != nil {
+	visibility, err := r.historyVisibilityAt(ctx, q, version, before)
+	if err != nil {
 		return false, err
-	} else if hv != nil {
-		if v := historyVisibilityOf(hv); v != "" {
-			visibility = v
-		}
 	}
 	if visibility == "world_readable" || visibility == "shared" {
 		return true, nil

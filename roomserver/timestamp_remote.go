@@ -29,7 +29,7 @@ func (r *Roomserver) remoteNearTimestamp(ctx context.Context, rd *reader, ts int
 	ctx, cancel := context.WithTimeout(ctx, jumpTimeout)
 	defer cancel()
 	roomID := rd.room.RoomID
-	oldest, err := r.db().OldestTimelineEvents(ctx, roomID, 1)
+	oldest, err := r.db().EventsPage(ctx, roomID, Position{}, true, 1, sqlstore.EventFilter{})
 	if err != nil || len(oldest) == 0 || (best != nil && ts >= oldest[0].OriginServerTS) {
 		return nil, err
 	}

@@ -58,10 +58,15 @@ func (rd *reader) membership() string {
 // everMember tells whether the user has any membership event in the room.
 func (rd *reader) everMember() bool { return len(rd.history) > 0 }
 
-// historyVisibility returns the m.room.history_visibility in force in snap
-// ("shared" when unset, as the spec says).
+// historyVisibility returns the m.room.history_visibility in force in snap.
 func (rd *reader) historyVisibility(ctx context.Context, snap *snapshot) (string, error) {
-	ev, err := rd.r.stateEvent(ctx, rd.q, rd.room.RoomVersion, snap, stateKey{"m.room.history_visibility", ""})
+	return rd.r.historyVisibilityAt(ctx, rd.q, rd.room.RoomVersion, snap)
+}
+
+// historyVisibilityAt returns the m.room.history_visibility in force in
+// snap ("shared" when unset, as the spec says).
+func (r *Roomserver) historyVisibilityAt(ctx context.Context, q *sqlstore.Queries, version string, snap *snapshot) (string, error) {
+	ev, err := r.stateEvent(ctx, q, version, snap, stateKey{"m.room.history_visibility", ""})
 	if err != nil || ev == nil {
 		return "shared", err
 	}

@@ -117,18 +117,3 @@ func (q *Queries) TimelineEventsBetweenDepths(ctx context.Context, roomID string
 	}
 	return scanEvents(rows)
 }
-
-const oldestTimelineEventsSQL = `
-SELECT ` + eventColumns + ` FROM events
-WHERE room_id = $1 AND stream_pos IS NOT NULL
-ORDER BY depth, stream_pos LIMIT $2`
-
-// OldestTimelineEvents returns the first events of the room's timeline in
-// topological order: where the history we hold starts.
-func (q *Queries) OldestTimelineEvents(ctx context.Context, roomID string, limit int) ([]Event, error) {
-	rows, err := q.q.Query(ctx, oldestTimelineEventsSQL, roomID, limit)
-	if err != nil {
-		return nil, err
-	}
-	return scanEvents(rows)
-}
