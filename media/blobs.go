@@ -130,6 +130,12 @@ func (b *blobStore) open(sum []byte) (*os.File, error) {
 	return os.Open(b.path(sum))
 }
 
+// has tells whether the file with this SHA-256 is in the directory.
+func (b *blobStore) has(sum []byte) bool {
+	_, err := os.Stat(b.path(sum))
+	return err == nil
+}
+
 // remove deletes the file with this SHA-256; the caller holds its lock and
 // has checked that nothing refers to it any more.
 func (b *blobStore) remove(sum []byte) error {

@@ -243,6 +243,11 @@ func remoteFileName(name string) string {
 
 // fetchRemote fetches mxc://origin/mediaID and records it in the cache.
 func (s *Service) fetchRemote(ctx context.Context, origin, mediaID string, wait time.Duration) (sqlstore.RemoteMedia, error) {
+	// A request that missed the cache just before the previous fetch stored
+	// the media starts a flight of its own: it finds the media here.
+	if m, err := s.store.GetRemoteMedia(ctx, origin, mediaID); err == nil && m.FetchedTS != nil && s.blobs.has(m.SHA256) {
+		return m, nil
+	}
 	t, in, err := s.fetch(origin, func(sink func(Incoming) error) error {
 		return s.remote.Download(ctx, origin, mediaID, wait, sink)
 	})
@@ -321,6 +326,9 @@ func remoteBox(reqW, reqH int) image.Point {
 // fetchRemoteThumbnail fetches a thumbnail for box and method from the
 // origin and records it in the cache.
 func (s *Service) fetchRemoteThumbnail(ctx context.Context, origin, mediaID string, box image.Point, method string, wait time.Duration) (sqlstore.RemoteThumbnail, error) {
+	if t, err := s.store.GetRemoteThumbnail(ctx, origin, mediaID, box.X, box.Y, method); err == nil {
+		return t, nil // stored by a fetch that ended just before this one (see fetchRemote)
+	}
 	req := ThumbnailRequest{Width: box.X, Height: box.Y, Method: method}
 	t, in, err := s.fetch(origin, func(sink func(Incoming) error) error {
 		return s.remote.Thumbnail(ctx, origin, mediaID, req, wait, sink)
