@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -125,16 +127,18 @@ func TestSendRetriesToDeviceOnInternalFailure(t *testing.T) {
 		r.ServeHTTP(w, req)
 		return w.Code
 	}
+	// Transaction IDs unique to this run: the package database outlives it.
+	t1, t2 := fmt.Sprintf("t1-%d", time.Now().UnixNano()), fmt.Sprintf("t2-%d", time.Now().UnixNano())
 	toDevice := `{"edu_type":"m.direct_to_device","content":{"sender":"@u:a.example","type":"m.room_key","message_id":"k1","messages":{}}}`
 
-	if code := put("t1", toDevice); code != http.StatusInternalServerError {
+	if code := put(t1, toDevice); code != http.StatusInternalServerError {
 		t.Fatalf("to-device failing internally: %d, want 500", code)
 	}
-	if _, err := store.FederationTxnResponse(context.Background(), "a.example", "t1"); !errors.Is(err, sqlstore.ErrNotFound) {
+	if _, err := store.FederationTxnResponse(context.Background(), "a.example", t1); !errors.Is(err, sqlstore.ErrNotFound) {
 		t.Fatalf("the failed transaction was recorded: %v", err)
 	}
 	recv.fail = false
-	if code := put("t1", toDevice); code != http.StatusOK {
+	if code := put(t1, toDevice); code != http.StatusOK {
 		t.Fatalf("retry: %d", code)
 	}
 	if want := []string{"to_device @u:a.example k1"}; !slices.Equal(recv.got, want) {
@@ -143,7 +147,7 @@ func TestSendRetriesToDeviceOnInternalFailure(t *testing.T) {
 
 	recv.fail = true
 	malformed := `{"edu_type":"m.direct_to_device","content":{"sender":"@u:a.example","type":"m.room_key","messages":{}}}`
-	if code := put("t2", malformed); code != http.StatusOK {
+	if code := put(t2, malformed); code != http.StatusOK {
 		t.Fatalf("malformed to-device: %d, want 200 (dropped)", code)
 	}
 }
